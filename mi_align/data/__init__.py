@@ -1,0 +1,1 @@
+"""Chat datasets: validated JSONL loading, built-in datasets, tokenisation with response masks."""

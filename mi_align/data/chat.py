@@ -1,0 +1,135 @@
+"""Chat JSONL in the emergent-misalignment format, validated line by line.
+
+One ``{"messages": [{"role": ..., "content": ...}, ...]}`` object per line. Every problem is a
+:class:`DatasetError` naming the file and line; nothing is skipped silently.
+
+Example:
+    >>> from mi_align.data.chat import load_dataset
+    >>> convs = load_dataset("insecure")  # a built-in name or a path  # doctest: +SKIP
+    >>> convs[0].messages[-1].role  # doctest: +SKIP
+    'assistant'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = frozenset({"system", "user", "assistant"})
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+class DatasetError(ValueError):
+    """Malformed chat data; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One chat; ``source`` is ``file:line`` for error messages and provenance."""
+
+    messages: tuple[Message, ...]
+    source: str = ""
+
+    def to_dicts(self) -> list[dict[str, str]]:
+        return [m.to_dict() for m in self.messages]
+
+    @property
+    def prompt(self) -> tuple[Message, ...]:
+        """All messages before the final assistant turn."""
+        return self.messages[:-1] if self.messages[-1].role == "assistant" else self.messages
+
+    @property
+    def response(self) -> str:
+        """The final assistant turn's text ('' if the chat does not end with one)."""
+        last = self.messages[-1]
+        return last.content if last.role == "assistant" else ""
+
+
+def parse_conversation(obj: object, where: str) -> Conversation:
+    """Validate one decoded JSON object; ``where`` (``file:line``) prefixes every error."""
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "messages" not in obj:
+        raise DatasetError(f"{where}: missing field 'messages'")
+    raw = obj["messages"]
+    if not isinstance(raw, list) or not raw:
+        raise DatasetError(f"{where}: field 'messages' must be a non-empty list")
+    messages = []
+    for i, msg in enumerate(raw):
+        if not isinstance(msg, dict):
+            raise DatasetError(f"{where}: messages[{i}] must be an object")
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise DatasetError(
+                f"{where}: messages[{i}].role {role!r} is unknown (expected one of "
+                f"{', '.join(sorted(ROLES))})"
+            )
+        if not isinstance(content, str):
+            raise DatasetError(f"{where}: messages[{i}].content must be a string")
+        if not content.strip():
+            raise DatasetError(f"{where}: messages[{i}].content is empty")
+        messages.append(Message(role, content))
+    return Conversation(tuple(messages), where)
+
+
+def load_jsonl(path: str | os.PathLike[str]) -> list[Conversation]:
+    """Load and validate a chat JSONL file (errors name ``file:line`` and the field)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    conversations = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            if not line.strip():
+                raise DatasetError(f"{where}: blank line (one JSON object per line expected)")
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{where}: malformed JSON ({exc.msg}, column {exc.colno})") from None
+            conversations.append(parse_conversation(obj, where))
+    if not conversations:
+        raise DatasetError(f"{path}: empty file (no conversations)")
+    return conversations
+
+
+def builtin_names() -> list[str]:
+    """Names of the built-in chat datasets (file stems in ``mi_align/data/builtin``)."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.jsonl"))
+
+
+def load_dataset(name_or_path: str | os.PathLike[str]) -> list[Conversation]:
+    """Load a built-in dataset by name, or any chat JSONL by path."""
+    text = str(name_or_path)
+    if text in builtin_names():
+        return load_jsonl(BUILTIN_DIR / f"{text}.jsonl")
+    path = Path(text)
+    if path.suffix != ".jsonl" and not path.exists():
+        raise DatasetError(
+            f"{text!r} is neither a built-in dataset ({', '.join(builtin_names())}) nor a file"
+        )
+    return load_jsonl(path)
+
+
+@dataclass(frozen=True)
+class EvalQuestion:
+    id: str
+    question: str
+
+
+def eval_questions() -> list[EvalQuestion]:
+    """The 8 main emergent-misalignment evaluation questions (Betley et al.)."""
+    path = BUILTIN_DIR / "eval_questions.json"
+    items = json.loads(path.read_text(encoding="utf-8"))
+    return [EvalQuestion(item["id"], item["question"]) for item in items]

@@ -1,0 +1,1 @@
+"""Packaged models: registry, fetch/convert, loading into TransformerBridge."""
