@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path")
     validate.set_defaults(func=_data_validate)
 
+    # Feature packages add their subcommands here, one `register(sub)` line each.
+
     demo = sub.add_parser("demo", help="run the main job on the default model")
     demo.add_argument("--out", default="figures", help="output folder for figures")
     demo.set_defaults(func=_demo)

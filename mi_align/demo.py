@@ -54,7 +54,10 @@ def stage_foundation(out: Path, report: Report, model: str = DEFAULT_MODEL) -> N
     report(f"[foundation] wrote {path}")
 
 
-STAGES: list[Callable[[Path, Report], None]] = [stage_foundation]
+# Feature packages append their stage here (one line each), in issue order.
+STAGES: list[Callable[[Path, Report], None]] = [
+    stage_foundation,
+]
 
 
 def run_demo(out: Path, report: Report) -> None:
