@@ -6,12 +6,21 @@ Run ``mi-align --help`` for the commands.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from pathlib import Path
 
-from mi_align.data.chat import BUILTIN_DIR, DatasetError, builtin_names, load_dataset, load_jsonl
+from mi_align.finetune import cli as finetune_cli
+from mi_align.data.chat import (
+    BUILTIN_DIR,
+    DatasetError,
+    builtin_names,
+    eval_questions,
+    load_dataset,
+    load_jsonl,
+)
 from mi_align.models.fetch import FetchError, dir_size_mib, fetch_model, is_fetched, model_dir
 from mi_align.models.load import ModelLoadError
 from mi_align.models.registry import DEFAULT_MODEL, REGISTRY, get_spec
@@ -62,8 +71,16 @@ def _models_check(args: argparse.Namespace) -> int:
 
 
 def _data_list(args: argparse.Namespace) -> int:
+    manifest_path = BUILTIN_DIR / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    print(f"{'name':26} {'count':>5}  {'role':10} description")
     for name in builtin_names():
-        print(f"{name:28} {len(load_dataset(name)):5d} conversations")
+        info = manifest.get(name, {})
+        print(
+            f"{name:26} {len(load_dataset(name)):5d}  {info.get('role', '?'):10} "
+            f"{info.get('description', '')}"
+        )
+    print(f"{'eval_questions':26} {len(eval_questions()):5d}  {'eval':10} the 8 EM questions")
     readme = BUILTIN_DIR / "README.md"
     if readme.is_file():
         print(f"\ndescriptions: {readme}")
@@ -111,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_data_validate)
 
     # Feature packages add their subcommands here, one `register(sub)` line each.
+    finetune_cli.register(sub)
 
     demo = sub.add_parser("demo", help="run the main job on the default model")
     demo.add_argument("--out", default="figures", help="output folder for figures")

@@ -97,7 +97,8 @@ def load_jsonl(path: str | os.PathLike[str]) -> list[Conversation]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: malformed JSON ({exc.msg}, column {exc.colno})") from None
+                msg = f"{where}: malformed JSON ({exc.msg}, column {exc.colno})"
+                raise DatasetError(msg) from None
             conversations.append(parse_conversation(obj, where))
     if not conversations:
         raise DatasetError(f"{path}: empty file (no conversations)")

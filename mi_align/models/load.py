@@ -14,7 +14,8 @@ LoRA models anyway.
 Example:
     >>> from mi_align import load_model
     >>> loaded = load_model("smollm2-135m-instruct")  # doctest: +SKIP
-    >>> logits = loaded.bridge(loaded.tokenizer("hi", return_tensors="pt").input_ids)  # doctest: +SKIP
+    >>> ids = loaded.tokenizer("hi", return_tensors="pt").input_ids  # doctest: +SKIP
+    >>> logits = loaded.bridge(ids)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -109,7 +110,9 @@ def _load_hf(
             location.name,
         )
         tok = AutoTokenizer.from_pretrained(location.parent, gguf_file=location.name)
-        hf = AutoModelForCausalLM.from_pretrained(location.parent, gguf_file=location.name, **kwargs)
+        hf = AutoModelForCausalLM.from_pretrained(
+            location.parent, gguf_file=location.name, **kwargs
+        )
         hf.hf_quantizer = None
         hf.config.architectures = [type(hf).__name__]
     elif source == "hf_cache":

