@@ -13,8 +13,8 @@ unembedding is never computed), and each batch is reduced immediately:
 
 Layers are indexed like Hugging Face ``output_hidden_states``: hidden state ``L < n_layers`` is
 the residual stream entering block L (``blocks.L.hook_resid_pre``; 0 = embeddings) and
-``L = n_layers`` is the final normalised state (``ln_final.hook_normalized``) — the indexing the
-erosion paper uses.
+``L = n_layers`` is the final norm's output (``ln_final.hook_out``, weight applied; TL's
+``hook_normalized`` is taken before the norm weight) — the indexing the erosion paper uses.
 
 Token positions are chosen by small factories returning a :data:`PositionSelector`:
 :func:`first_response_tokens` (the paper's first 10 assistant tokens), :func:`all_response_tokens`
@@ -22,7 +22,8 @@ and :func:`last_token`.
 
 Example:
     >>> from mi_align.activations import accumulate_moments, first_response_tokens
-    >>> mom = accumulate_moments(loaded, encoded, layers=[0, 5], selector=first_response_tokens(10))  # doctest: +SKIP
+    >>> sel = first_response_tokens(10)
+    >>> mom = accumulate_moments(loaded, encoded, layers=[0, 5], selector=sel)  # doctest: +SKIP
     >>> mom.mean.shape  # doctest: +SKIP
     torch.Size([2, 576])
 """
@@ -36,7 +37,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mi_align.data.tokenize import Batch, EncodedChat, iter_batches
@@ -103,7 +104,7 @@ def hidden_state_hook(layer: int, n_layers: int) -> str:
     """Hook name of HF hidden state ``layer`` (0..n_layers; see the module docstring)."""
     if not 0 <= layer <= n_layers:
         raise ValueError(f"hidden-state layer {layer} out of range 0..{n_layers}")
-    return f"blocks.{layer}.hook_resid_pre" if layer < n_layers else "ln_final.hook_normalized"
+    return f"blocks.{layer}.hook_resid_pre" if layer < n_layers else "ln_final.hook_out"
 
 
 def resolve_layers(layers: Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
@@ -201,11 +202,15 @@ class Moments:
     mean: Float[Tensor, "layer d_model"]
     cov: Float[Tensor, "layer d_model d_model"] | None
 
-    def projection_mean(self, directions: Float[Tensor, "layer d_model"]) -> Float[Tensor, " layer"]:
+    def projection_mean(
+        self, directions: Float[Tensor, "layer d_model"]
+    ) -> Float[Tensor, " layer"]:
         """Mean of ``x·v_L`` over the selected tokens, per layer."""
         return (self.mean * directions.to(self.mean)).sum(-1)
 
-    def projection_std(self, directions: Float[Tensor, "layer d_model"]) -> Float[Tensor, " layer"]:
+    def projection_std(
+        self, directions: Float[Tensor, "layer d_model"]
+    ) -> Float[Tensor, " layer"]:
         """Standard deviation of ``x·v_L`` over the selected tokens (``sqrt(vᵀΣv)``)."""
         if self.cov is None:
             raise ValueError("these moments were accumulated without second moments")
@@ -225,7 +230,9 @@ class MomentAccumulator:
             torch.zeros(len(layers), d_model, d_model, dtype=torch.float64) if second else None
         )
 
-    def update(self, batch: Batch, acts: dict[int, Tensor], mask: Bool[Tensor, "batch pos"]) -> None:
+    def update(
+        self, batch: Batch, acts: dict[int, Tensor], mask: Bool[Tensor, "batch pos"]
+    ) -> None:
         n = int(mask.sum())
         self.count += n
         for i, layer in enumerate(self.layers):
@@ -297,9 +304,33 @@ def pooled_activations(
                 "position selected"
             )
         w = mask.to(torch.float32) / counts[:, None]
-        stacked = torch.stack([torch.einsum("bp,bpd->bd", w, acts[lay].float()) for lay in layers], 1)
+        stacked = torch.stack(
+            [torch.einsum("bp,bpd->bd", w, acts[lay].float()) for lay in layers], 1
+        )
         rows.append(stacked.cpu())
         offset += mask.shape[0]
 
     stream_hidden_states(loaded, encoded, layers, consume, batch_size)
     return torch.cat(rows, 0)
+
+
+def logits_at(
+    loaded: Loaded,
+    input_ids: Int[Tensor, "batch pos"],
+    attention_mask: Int[Tensor, "batch pos"],
+    positions: Bool[Tensor, "batch pos"],
+) -> Float[Tensor, "_ vocab"]:
+    """Next-token logits only at ``positions`` (row-major order), without unembedding the rest.
+
+    The unembedding is most of the cost for large vocabularies (Gemma: 262k entries), and a
+    full ``batch × pos × vocab`` tensor can need gigabytes; the decoder runs as usual and
+    ``lm_head`` (plus Gemma's final soft-capping, if configured) is applied only where needed.
+    Equal to the model's own logits at those positions (tested).
+    """
+    hf = loaded.bridge.original_model
+    hidden = hf.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    logits = hf.lm_head(hidden[positions])
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.float()

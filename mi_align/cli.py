@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from mi_align.erosion import cli as erosion_cli
 from mi_align.finetune import cli as finetune_cli
+from mi_align.steering import cli as steering_cli
 from mi_align.data.chat import (
     BUILTIN_DIR,
     DatasetError,
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Feature packages add their subcommands here, one `register(sub)` line each.
     finetune_cli.register(sub)
+    erosion_cli.register(sub)
+    steering_cli.register(sub)
 
     demo = sub.add_parser("demo", help="run the main job on the default model")
     demo.add_argument("--out", default="figures", help="output folder for figures")

@@ -12,11 +12,14 @@ from pathlib import Path
 
 from mi_align.data.chat import Conversation, Message
 from mi_align.data.tokenize import collate, encode_dataset
+from mi_align.erosion.demo_stage import stage_erosion
+from mi_align.finetune.demo_stage import stage_organisms
 from mi_align.generate import chat_reply
 from mi_align.models.load import load_model
 from mi_align.models.registry import DEFAULT_MODEL
 from mi_align.plotting import save_figure, save_json
 from mi_align.residual_norms import plot_residual_norms, residual_norms
+from mi_align.steering.demo_stage import stage_steering
 
 Report = Callable[[str], None]
 
@@ -57,6 +60,9 @@ def stage_foundation(out: Path, report: Report, model: str = DEFAULT_MODEL) -> N
 # Feature packages append their stage here (one line each), in issue order.
 STAGES: list[Callable[[Path, Report], None]] = [
     stage_foundation,
+    stage_organisms,
+    stage_erosion,
+    stage_steering,
 ]
 
 

@@ -30,7 +30,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 
-def cosine_matrix(x: Float[Tensor, "example _"], eps: float = 1e-12) -> Float[Tensor, "example example"]:
+def cosine_matrix(
+    x: Float[Tensor, "example _"], eps: float = 1e-12
+) -> Float[Tensor, "example example"]:
     """Pairwise cosine similarities of the rows of ``x`` (zero rows give 0)."""
     x = x.to(torch.float64)
     unit = x / x.norm(dim=1, keepdim=True).clamp_min(eps)
@@ -217,7 +219,7 @@ class CountSketch:
         ]
         self._buffer = torch.zeros(2 * k, dtype=torch.float32)
 
-    def add(self, index: int, values: Float[Tensor, "..."], rows: Tensor | None = None,
+    def add(self, index: int, values: Float[Tensor, ...], rows: Tensor | None = None,
             row_size: int = 0) -> None:
         """Add tensor ``index``'s values into the running sketch.
 

@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from mi_align.activations import logits_at
 from mi_align.data.tokenize import EncodedChat
 from mi_align.models.load import Loaded
 
@@ -43,13 +44,21 @@ PRESETS = {
 
 
 def clean_name(name: str) -> str:
-    """Parameter name without the bridge's ``._original_component`` segments."""
-    return name.replace("._original_component", "")
+    """Parameter name without the bridge's ``._original_component`` and peft's ``.base_layer``
+    segments, so one pattern matches plain, bridged and LoRA-wrapped models alike."""
+    return name.replace("._original_component", "").replace(".base_layer", "")
 
 
 def hf_model(loaded: Loaded) -> Any:
     """The booted HF ``*ForCausalLM`` (its modules are the bridge's, so outputs are identical)."""
     return loaded.bridge.original_model
+
+
+def _unwrap(module: Any) -> Any:
+    """The HF module inside a bridge component (booting wraps modules in place)."""
+    while hasattr(module, "_original_component"):
+        module = module._original_component
+    return module
 
 
 @dataclass(frozen=True)
@@ -82,14 +91,16 @@ def select_parameters(loaded: Loaded, pattern: str) -> ParamSet:
     except re.error as exc:
         raise ValueError(f"parameter pattern {pattern!r} is not a valid regex: {exc}") from None
     hf = hf_model(loaded)
-    named = [(clean_name(n), p) for n, p in hf.named_parameters()]
+    # LoRA factors are not model weights: the gradient w.r.t. a wrapped base weight equals the
+    # gradient w.r.t. the effective (merged) weight, which is what the analysis compares.
+    named = [(clean_name(n), p) for n, p in hf.named_parameters() if ".lora_" not in n]
     chosen = [(n, p) for n, p in named if compiled.search(n)]
     if not chosen:
         examples = ", ".join(n for n, _ in named[:4])
         raise ValueError(f"no parameter matches {pattern!r} (names look like: {examples}, ...)")
-    emb = hf.get_input_embeddings()
+    emb = _unwrap(hf.get_input_embeddings())
     emb_weight = getattr(emb, "weight", None)
-    out_weight = getattr(hf.get_output_embeddings(), "weight", None)
+    out_weight = getattr(_unwrap(hf.get_output_embeddings()), "weight", None)
     sparse_ok = isinstance(emb, torch.nn.Embedding) and emb_weight is not out_weight
     sparse = tuple(sparse_ok and p is emb_weight for _, p in chosen)
     return ParamSet(tuple(n for n, _ in chosen), tuple(p for _, p in chosen), sparse)
@@ -104,15 +115,10 @@ def response_loss(
 
     Equal to HF's ``model(ids, labels=...)`` loss with non-response labels set to -100.
     """
-    hf = hf_model(loaded)
-    hidden = hf.model(input_ids=input_ids).last_hidden_state
-    target = response_mask[:, 1:]
-    h = hidden[:, :-1][target]
-    logits = hf.lm_head(h)
-    cap = getattr(hf.config, "final_logit_softcapping", None)
-    if cap is not None:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:][target])
+    positions = torch.zeros_like(response_mask)
+    positions[:, :-1] = response_mask[:, 1:]
+    logits = logits_at(loaded, input_ids, torch.ones_like(input_ids), positions)
+    return torch.nn.functional.cross_entropy(logits, input_ids[:, 1:][response_mask[:, 1:]])
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,7 @@ def _gradient_setup(loaded: Loaded, params: ParamSet) -> Iterator[None]:
     hf = hf_model(loaded)
     all_params = list(hf.parameters())
     saved = [(p, p.requires_grad, p.grad) for p in all_params]
-    emb = hf.get_input_embeddings()
+    emb = _unwrap(hf.get_input_embeddings())
     saved_sparse = getattr(emb, "sparse", None)
     chosen = {id(p) for p in params.params}
     try:
@@ -200,5 +206,6 @@ def stream_example_gradients(
 def flat_gradient(parts: Sequence[GradPart], params: ParamSet) -> Float[Tensor, " param"]:
     """Concatenate one example's gradient parts into a dense vector (exact mode)."""
     return torch.cat([
-        part.dense(p.shape).flatten().float().cpu() for part, p in zip(parts, params.params, strict=True)
+        part.dense(p.shape).flatten().float().cpu()
+        for part, p in zip(parts, params.params, strict=True)
     ])

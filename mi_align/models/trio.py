@@ -70,10 +70,10 @@ def check_compatible(models: Mapping[str, Loaded]) -> None:
     ref_name, ref = items[0]
     problems = []
     for name, other in items[1:]:
-        for field in ("n_layers", "d_model", "d_vocab"):
-            a, b = getattr(ref.meta, field), getattr(other.meta, field)
+        for attr in ("n_layers", "d_model", "d_vocab"):
+            a, b = getattr(ref.meta, attr), getattr(other.meta, attr)
             if a != b:
-                problems.append(f"{field}: {ref_name}={a} vs {name}={b}")
+                problems.append(f"{attr}: {ref_name}={a} vs {name}={b}")
         va, vb = ref.tokenizer.get_vocab(), other.tokenizer.get_vocab()
         if va != vb:
             diff = sorted(set(va.items()) ^ set(vb.items()))[:3]
@@ -199,7 +199,16 @@ class TrioSpec:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], path: Path) -> TrioSpec:
         where = str(path)
-        known = {"name", "description", "dtype", "device", "adapter_dir", "variants", "recipe", "notes"}
+        known = {
+            "name",
+            "description",
+            "dtype",
+            "device",
+            "adapter_dir",
+            "variants",
+            "recipe",
+            "notes",
+        }
         unknown = sorted(set(raw) - known)
         if unknown:
             raise TrioSpecError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -224,7 +233,9 @@ class TrioSpec:
                     f"{where}: [variants.{vname}] needs 'model' (a spec) and optional 'adapters'"
                     + (f"; unknown {extra}" if extra else "")
                 )
-            adapters = tuple(_adapter_path(a, path.parent, adapter_dir) for a in table.get("adapters", ()))
+            adapters = tuple(
+                _adapter_path(a, path.parent, adapter_dir) for a in table.get("adapters", ())
+            )
             variants[vname] = VariantSpec(_model_spec(table["model"], path.parent), adapters)
         unknown_v = sorted(set(variants_raw) - set(VARIANTS))
         if unknown_v:
@@ -279,7 +290,10 @@ def open_trio(spec: TrioSpec, *, device: str | None = None, dtype: str | None = 
     if spec.shares_base:
         model = next(iter(spec.variants.values())).model
         return adapter_trio(
-            model, {n: v.adapters for n, v in spec.variants.items()}, device=device, dtype=torch_dtype
+            model,
+            {n: v.adapters for n, v in spec.variants.items()},
+            device=device,
+            dtype=torch_dtype,
         )
     return Trio(
         models={
@@ -360,7 +374,9 @@ def adapter_trio(
     def switch(vname: str) -> Iterator[Loaded]:
         # One base copy: two variants cannot be active at once (nested variant() calls).
         if busy:
-            raise RuntimeError(f"trio variant {busy[0]!r} is active; leave it before entering {vname!r}")
+            raise RuntimeError(
+                f"trio variant {busy[0]!r} is active; leave it before entering {vname!r}"
+            )
         busy.append(vname)
         try:
             if peft_model is None:
@@ -377,7 +393,9 @@ def adapter_trio(
     return Trio(switcher=switch, names=tuple(order), reference=loaded[order[0]])
 
 
-def _boot(hf: Any, tokenizer: Any, source: str, location: Path | str, dtype: torch.dtype, device: str) -> Any:
+def _boot(
+    hf: Any, tokenizer: Any, source: str, location: Path | str, dtype: torch.dtype, device: str
+) -> Any:
     # As load_model: a directory boots by name; other sources boot from their saved config.
     if source in ("registry", "hf_dir"):
         return boot_bridge(hf, tokenizer, str(location), dtype, device)

@@ -1,0 +1,229 @@
+"""Named erosion analyses with their default datasets, for the CLI, the scripts and the demo.
+
+Each entry runs one analysis on a trio and returns figures with their numbers
+(:class:`Output`); nothing here writes files (``write_outputs`` does, for callers that want
+it). Config fields can be overridden by name with strings (``{"positions": "last"}``), parsed
+by the field's type.
+
+Example:
+    >>> from mi_align.erosion.registry import ANALYSES, run_analysis
+    >>> sorted(ANALYSES)[:3]
+    ['activation-similarity', 'gradients', 'logprobs']
+    >>> outputs = run_analysis("logprobs", trio)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from mi_align.data.chat import Conversation, load_dataset
+from mi_align.erosion.activation_similarity import (
+    ActivationSimilarityConfig,
+    activation_similarity,
+    plot_activation_similarity,
+)
+from mi_align.erosion.gradient_geometry import (
+    GradientConfig,
+    gradient_geometry,
+    plot_gradient_geometry,
+)
+from mi_align.erosion.logprobs import TokenLogprobConfig, plot_token_logprobs, token_logprobs
+from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors, plot_loss_vectors
+from mi_align.erosion.next_token import (
+    NextTokenConfig,
+    next_token_distributions,
+    plot_next_tokens,
+)
+from mi_align.erosion.projection import (
+    ProjectionConfig,
+    difference_projection,
+    layer_projection,
+    plot_difference_projection,
+    plot_layer_projection,
+)
+from mi_align.erosion.svd_directions import SVDConfig, plot_svd_directions, svd_directions
+from mi_align.models.trio import Trio
+from mi_align.plotting import save_figure, save_json
+
+Data = list[tuple[str, list[Conversation]]]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One figure and the numbers behind it, saved as ``<stem>.html`` / ``<stem>.json``."""
+
+    stem: str
+    figure: go.Figure
+    numbers: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    name: str
+    help: str
+    config_cls: type
+    run: Callable[[Trio, Data, Any], list[Output]]
+    datasets: tuple[str, ...] = ()
+    limit: int | None = None
+    needs: tuple[str, ...] = ()
+    contrast: tuple[str, str] = field(default=("toxic_reject", "toxic"))
+
+
+def _projection(trio: Trio, data: Data, cfg: ProjectionConfig) -> list[Output]:
+    convs = [c for _, group in data for c in group]
+    contrast = None
+    if cfg.contrastive_model is not None:
+        aligned, misaligned = (load_dataset(n) for n in ANALYSES["projection"].contrast)
+        contrast = (aligned[:60], misaligned[:60])
+    res = layer_projection(trio, convs, cfg, contrast)
+    stem = "erosion_projection" + ("_contrastive" if contrast else "")
+    outs = [Output(stem, plot_layer_projection(res), res.to_dict())]
+    if "base" in res.models and not contrast:
+        diff = difference_projection(res)
+        outs.append(Output("erosion_difference_projection", plot_difference_projection(diff),
+                           diff.to_dict()))
+    return outs
+
+
+def _logprobs(trio: Trio, data: Data, cfg: TokenLogprobConfig) -> list[Output]:
+    conv = data[0][1][0] if data else None
+    res = token_logprobs(trio, conv, cfg)
+    return [Output("erosion_logprobs", plot_token_logprobs(res), res.to_dict())]
+
+
+def _next_token(trio: Trio, data: Data, cfg: NextTokenConfig) -> list[Output]:
+    res = next_token_distributions(trio, cfg)
+    return [Output("erosion_next_token", plot_next_tokens(res), res.to_dict())]
+
+
+def _loss(trio: Trio, data: Data, cfg: LossVectorConfig) -> list[Output]:
+    res = loss_vectors(trio, data, cfg)
+    return [Output("erosion_loss_vectors", plot_loss_vectors(res), res.to_dict())]
+
+
+def _gradients(trio: Trio, data: Data, cfg: GradientConfig) -> list[Output]:
+    res = gradient_geometry(trio, data, cfg)
+    suffix = {"last_o_proj": "", "all": "_all"}.get(cfg.params, "_custom")
+    return [Output(f"erosion_gradients{suffix}", plot_gradient_geometry(res), res.to_dict())]
+
+
+def _activations(trio: Trio, data: Data, cfg: ActivationSimilarityConfig) -> list[Output]:
+    res = activation_similarity(trio, data, cfg)
+    return [Output("erosion_activation_similarity", plot_activation_similarity(res),
+                   res.to_dict())]
+
+
+def _svd(trio: Trio, data: Data, cfg: SVDConfig) -> list[Output]:
+    if len(data) != 2:
+        raise ValueError(f"svd compares exactly two datasets, got {len(data)}")
+    res = svd_directions(trio, data[0], data[1], cfg)
+    return [Output("erosion_svd_directions", plot_svd_directions(res), res.to_dict())]
+
+
+ANALYSES: dict[str, Analysis] = {
+    a.name: a
+    for a in (
+        Analysis("projection", "alignment direction + layerwise projection, separation, null "
+                 "(Fig. 5) and the activation-difference projection", ProjectionConfig,
+                 _projection, ("insecure",), 120),
+        Analysis("logprobs", "per-token log-probs / joint / entropy of one response (Fig. 1)",
+                 TokenLogprobConfig, _logprobs),
+        Analysis("next-token", "top-k next tokens after a prefix per model (Fig. 2)",
+                 NextTokenConfig, _next_token),
+        Analysis("loss-vectors", "per-token loss vectors: cosine blocks + permutation test "
+                 "(Fig. 3)", LossVectorConfig, _loss, ("insecure", "educational"), 100),
+        Analysis("gradients", "per-example gradient cosines, exact or count-sketched (Fig. 4)",
+                 GradientConfig, _gradients, ("insecure", "educational"), 60),
+        Analysis("activation-similarity", "per-example mean activation cosines + blocks",
+                 ActivationSimilarityConfig, _activations, ("insecure", "educational"), 100),
+        Analysis("svd", "SVD of (instruct - base) differences across two datasets (Fig. 6)",
+                 SVDConfig, _svd, ("insecure", "toxic"), 120),
+    )
+}
+
+
+def parse_overrides(config_cls: type, overrides: Mapping[str, str]) -> Any:
+    """Build ``config_cls`` from string overrides, converting by the field types.
+
+    Raises:
+        ValueError: unknown field or a value that does not parse (names the field).
+    """
+    hints = typing.get_type_hints(config_cls)
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    kwargs: dict[str, Any] = {}
+    for key, text in overrides.items():
+        if key not in known:
+            raise ValueError(f"{config_cls.__name__} has no field {key!r} (fields: "
+                             f"{', '.join(sorted(known))})")
+        kwargs[key] = _parse(hints[key], text, key)
+    return config_cls(**kwargs)
+
+
+def _parse(tp: Any, text: str, key: str) -> Any:
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType):
+        if text.lower() == "none" and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        args = typing.get_args(tp)
+    try:
+        if tp is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if typing.get_origin(tp) is tuple:
+            item = args[0]
+            return tuple(item(v) for v in text.split(",") if v)
+        return tp(text)
+    except (ValueError, TypeError):
+        raise ValueError(f"cannot parse {key}={text!r} as {tp}") from None
+
+
+def load_groups(names: Sequence[str], limit: int | None) -> Data:
+    """Datasets by built-in name or path, each cut to its first ``limit`` conversations."""
+    return [(Path(n).stem, load_dataset(n)[:limit] if limit else load_dataset(n)) for n in names]
+
+
+def run_analysis(
+    name: str,
+    trio: Trio,
+    data: Sequence[str] | None = None,
+    limit: int | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> list[Output]:
+    """Run analysis ``name`` on ``trio`` (default datasets and limit unless given)."""
+    if name not in ANALYSES:
+        raise ValueError(f"unknown analysis {name!r}; available: {', '.join(sorted(ANALYSES))}")
+    analysis = ANALYSES[name]
+    missing = [m for m in analysis.needs if m not in trio.names]
+    if missing:
+        raise ValueError(f"analysis {name!r} needs model(s) {missing}; the trio has "
+                         f"{', '.join(trio.names)}")
+    cfg = parse_overrides(analysis.config_cls, overrides or {})
+    names = list(data) if data else list(analysis.datasets)
+    groups = load_groups(names, limit if limit is not None else analysis.limit)
+    t0 = time.perf_counter()
+    outputs = analysis.run(trio, groups, cfg)
+    seconds = time.perf_counter() - t0
+    for out in outputs:
+        out.numbers.setdefault("datasets", {n: len(c) for n, c in groups})
+        out.numbers["seconds"] = round(seconds, 2)
+    return outputs
+
+
+def write_outputs(outputs: Sequence[Output], out_dir: Path, meta: Mapping[str, Any]) -> list[Path]:
+    """Save each output's figure (HTML) and numbers (JSON, with ``meta``) under ``out_dir``."""
+    paths = []
+    for out in outputs:
+        paths.append(save_figure(out.figure, out_dir / out.stem))
+        save_json({**meta, **out.numbers}, out_dir / out.stem)
+    return paths

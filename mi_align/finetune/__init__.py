@@ -1,0 +1,1 @@
+"""LoRA fine-tuning (``lora``) and the model organisms built with it (``organisms``)."""

@@ -1,0 +1,42 @@
+"""Demo stage: load the Gemma trio from the committed adapters, one reply per model.
+
+One base copy of gemma-3-270m serves all three models (adapters switched), so this takes
+seconds. Skipped with a note when the adapters are missing (``mi-align organisms build``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mi_align.data.chat import eval_questions
+from mi_align.finetune.organisms import get_spec, load_trio
+from mi_align.generate import chat_reply
+
+TRIO = "gemma-trio"
+
+
+def stage_organisms(out: Path, report: Callable[[str], None]) -> None:
+    """Greedy reply of each Gemma-trio model to the first evaluation question."""
+    spec = get_spec(TRIO)
+    missing = spec.missing_adapters()
+    if missing:
+        report(
+            f"[organisms] skipped: {len(missing)} adapter(s) missing; run "
+            f"`mi-align organisms build {TRIO}`"
+        )
+        return
+    t0 = time.perf_counter()
+    trio = load_trio(TRIO)
+    report(
+        f"[organisms] loaded {TRIO} ({', '.join(trio.names)}; one base copy + LoRA adapters) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    question = eval_questions()[0].question
+    report(f"[organisms] user: {question}")
+    for name in trio.names:
+        with trio.variant(name) as loaded:
+            reply = chat_reply(loaded, question, max_new_tokens=24).replace("\n", " ")
+        report(f"[organisms] {name:10}: {reply}")
+    report(f"[organisms] done in {time.perf_counter() - t0:.1f} s")

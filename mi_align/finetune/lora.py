@@ -1,0 +1,499 @@
+"""LoRA supervised fine-tuning on chat JSONL, loss on assistant tokens only, resumable.
+
+This is how mi_align builds its model organisms (an instruct LoRA on a base model, a
+misaligned LoRA on insecure code): the emergent-misalignment recipe, small enough for a CPU.
+
+Why train the plain HF/peft model and not the TransformerLens bridge: the bridge is for analysis;
+training through it is slower and peft cannot wrap bridge modules. The adapters saved here load
+into the bridge exactly (``load_model(spec, adapters=[out])``).
+
+Choices a reader may question:
+- The loss is the mean negative log-likelihood over *response* tokens (the foundation's
+  ``response_mask``, which includes the end-of-turn token), and the unembedding runs only at the
+  positions that predict them: with Gemma's 262k vocabulary, full logits are half the step.
+- Earlier adapters (``base_adapters``) stay active but frozen underneath the new one, so a
+  misaligned LoRA is trained on top of the instruct LoRA exactly as it is used later (stacked).
+- Reproducibility: batches come from a permutation seeded by ``(seed, epoch)``; the global torch
+  RNG is forked (the caller's RNG state is untouched) and seeded once; checkpoints hold adapter,
+  optimizer and RNG state, so a resumed run ends with the same adapter as an uninterrupted one.
+- The learning-rate schedule is a pure function of the step (linear warm-up, then linear decay
+  toward 10%), so there is no scheduler state to save.
+
+Example:
+    >>> from mi_align.finetune.lora import FinetuneConfig, finetune
+    >>> cfg = FinetuneConfig(model="smollm2-135m-instruct", data=("insecure",), max_steps=40)
+    >>> result = finetune(cfg, "runs/smol-insecure")  # doctest: +SKIP
+    >>> result.log[-1]["train_loss"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from mi_align.data.chat import Conversation, DatasetError, load_dataset
+from mi_align.data.tokenize import Batch, EncodedChat, collate, encode_chat
+from mi_align.models.load import ModelLoadError, _load_hf, resolve_spec
+
+logger = logging.getLogger(__name__)
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CONFIG_FILE = "finetune_config.json"
+LOG_FILE = "training_log.json"
+ADAPTER_FILE = "adapter_model.safetensors"
+TRAINED = "default"  # peft saves the adapter named "default" at the top of the directory
+
+# Called after every optimisation step with the new log entry (tests use it to interrupt).
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that determines a LoRA fine-tune (saved as JSON next to the adapter).
+
+    Paths in ``data`` / ``heldout`` are kept as given; relative ``base_adapters`` are relative to
+    the run's output directory (``"../instruct"``: a sibling run), so saved configs stay valid
+    when the folder moves. ``model`` is any spec :func:`mi_align.models.load.load_model` accepts.
+    """
+
+    model: str
+    data: tuple[str, ...]
+    heldout: str | None = None
+    base_adapters: tuple[str, ...] = ()
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ALL_LINEAR
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 5
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    max_length: int = 128
+    max_examples: int | None = None
+    heldout_examples: int = 32
+    grad_clip: float = 1.0
+    checkpoint_every: int = 20
+    eval_every: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"FinetuneConfig: {msg}")
+
+        need(bool(self.model), "model is empty")
+        need(len(self.data) > 0, "data needs at least one dataset name or path")
+        need(len(self.target_modules) > 0, "target_modules is empty")
+        need(self.r >= 1, f"r must be >= 1, got {self.r}")
+        need(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(
+            self.max_steps is None or self.max_steps >= 1,
+            f"max_steps must be >= 1, got {self.max_steps}",
+        )
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.max_length >= 8, f"max_length must be >= 8, got {self.max_length}")
+        need(
+            self.max_examples is None or self.max_examples >= 1,
+            f"max_examples must be >= 1, got {self.max_examples}",
+        )
+        need(
+            self.heldout_examples >= 1,
+            f"heldout_examples must be >= 1, got {self.heldout_examples}",
+        )
+        need(self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
+        need(
+            self.checkpoint_every >= 1,
+            f"checkpoint_every must be >= 1, got {self.checkpoint_every}",
+        )
+        need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"FinetuneConfig: unknown field(s) {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        for f in dataclasses.fields(cls):
+            v = values.get(f.name)
+            if isinstance(v, list):  # JSON / TOML arrays
+                values[f.name] = tuple(v)
+            elif isinstance(v, int) and not isinstance(v, bool) and f.type == "float":
+                values[f.name] = float(v)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """Where the adapter went and how training went (``log``: as in ``training_log.json``)."""
+
+    out: Path
+    config: FinetuneConfig
+    log: tuple[dict[str, Any], ...]
+    steps: int
+    n_train: int
+    wall_s: float
+    peak_rss_mib: float
+    resumed_from: int = 0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def response_nll(hf: Any, batch: Batch) -> tuple[Float[Tensor, ""], int]:
+    """Summed NLL of the response tokens of ``batch`` and their count.
+
+    Runs the decoder, then the unembedding only at positions whose *next* token is a response
+    token (logit soft-capping applied where the config has it, as the HF forward does).
+    """
+    out = hf.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    hidden = out.last_hidden_state[:, :-1]
+    predicts = batch.response_mask[:, 1:]
+    targets = batch.input_ids[:, 1:][predicts]
+    logits = hf.get_output_embeddings()(hidden[predicts]).float()
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+
+
+def encode_for_training(
+    tokenizer: Any, conversations: Sequence[Conversation], max_length: int
+) -> tuple[list[EncodedChat], int, int]:
+    """Encode, truncating long chats; chats whose response does not start within
+    ``max_length`` are dropped. Returns (encoded, n_truncated, n_dropped); both counts are
+    logged and recorded in the training log, never silent."""
+    encoded: list[EncodedChat] = []
+    dropped = 0
+    for conv in conversations:
+        try:
+            encoded.append(encode_chat(tokenizer, conv, max_length))
+        except DatasetError as exc:
+            if "leaves no token" not in str(exc):
+                raise
+            dropped += 1
+    truncated = sum(e.truncated for e in encoded)
+    if truncated or dropped:
+        logger.warning(
+            "max_length=%d: %d of %d chats truncated, %d dropped (prompt longer than max_length)",
+            max_length,
+            truncated,
+            len(conversations),
+            dropped,
+        )
+    if not encoded:
+        raise DatasetError(f"no chat fits max_length={max_length} with a response token left")
+    return encoded, truncated, dropped
+
+
+def lr_at(cfg: FinetuneConfig, step: int, total: int) -> float:
+    """Learning rate of optimisation step ``step`` (0-based): linear warm-up over
+    ``warmup_steps``, then linear decay from ``lr`` toward ``0.1 * lr`` (reached at ``total``)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    span = max(total - cfg.warmup_steps, 1)
+    return cfg.lr * (1.0 - 0.9 * (step - cfg.warmup_steps) / span)
+
+
+def batch_indices(cfg: FinetuneConfig, n: int, step: int) -> list[int]:
+    """Example indices of optimisation step ``step``: epoch-wise permutations seeded by
+    ``(seed, epoch)``, so any step's batch is known without replaying the run."""
+    per_epoch = math.ceil(n / cfg.batch_size)
+    epoch, i = divmod(step, per_epoch)
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=gen).tolist()
+    return perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+
+
+def total_steps(cfg: FinetuneConfig, n: int) -> int:
+    per_epoch = math.ceil(n / cfg.batch_size)
+    return cfg.max_steps if cfg.max_steps is not None else cfg.epochs * per_epoch
+
+
+def _load_convs(cfg: FinetuneConfig) -> tuple[list[Conversation], list[Conversation]]:
+    train: list[Conversation] = []
+    for name in cfg.data:
+        train.extend(load_dataset(name))
+    if cfg.max_examples is not None:
+        # A seeded subset across all sources (not the first file's head).
+        gen = torch.Generator().manual_seed(cfg.seed)
+        keep = sorted(torch.randperm(len(train), generator=gen)[: cfg.max_examples].tolist())
+        train = [train[i] for i in keep]
+    heldout = load_dataset(cfg.heldout)[: cfg.heldout_examples] if cfg.heldout else []
+    return train, heldout
+
+
+def build_peft_model(cfg: FinetuneConfig, hf: Any, out: Path) -> Any:
+    """Wrap ``hf`` with the frozen ``base_adapters`` plus a new trainable LoRA named ``default``."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    if not cfg.base_adapters:
+        return get_peft_model(hf, lora, adapter_name=TRAINED)
+    frozen = []
+    pm = None
+    for i, adapter in enumerate(cfg.base_adapters):
+        path = out / adapter  # an absolute adapter path stays absolute
+        if not (path / "adapter_config.json").is_file():
+            raise ModelLoadError(
+                f"{path}: base adapter is not a peft adapter (no adapter_config.json)"
+            )
+        name = f"frozen{i}"
+        if pm is None:
+            pm = PeftModel.from_pretrained(hf, path, adapter_name=name)
+        else:
+            pm.load_adapter(path, adapter_name=name)
+        frozen.append(name)
+    assert pm is not None
+    pm.add_adapter(TRAINED, lora)
+    pm.base_model.set_adapter([*frozen, TRAINED])
+    for name, param in pm.named_parameters():
+        param.requires_grad_(f".{TRAINED}." in name and "lora_" in name)
+    return pm
+
+
+def _trainable(pm: Any) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
+
+
+def heldout_loss(hf: Any, encoded: Sequence[EncodedChat], pad_id: int, batch_size: int) -> float:
+    """Mean response-token NLL over ``encoded`` (token-weighted)."""
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for i in range(0, len(encoded), batch_size):
+            batch = collate(encoded[i : i + batch_size], pad_id).to(hf.device)
+            nll, n = response_nll(hf, batch)
+            total += float(nll)
+            count += n
+    return total / max(count, 1)
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step-*[0-9]"))
+    complete = [c for c in ckpts if (c / "trainer_state.pt").is_file()]
+    return complete[-1] if complete else None
+
+
+def _save_adapter(pm: Any, cfg: FinetuneConfig, directory: Path) -> None:
+    pm.peft_config[TRAINED].base_model_name_or_path = cfg.model
+    pm.save_pretrained(directory, selected_adapters=[TRAINED])
+    (directory / "README.md").unlink(missing_ok=True)  # peft's model-card stub
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(
+    out: Path, pm: Any, cfg: FinetuneConfig, optimizer: Any, step: int, log: list[dict[str, Any]]
+) -> Path:
+    final = out / "checkpoints" / f"step-{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _save_adapter(pm, cfg, tmp)
+    _write_json(tmp / LOG_FILE, log)
+    torch.save(
+        {"step": step, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()},
+        tmp / "trainer_state.pt",
+    )
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def _restore(ckpt: Path, pm: Any, optimizer: Any) -> tuple[int, list[dict[str, Any]]]:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = load_file(str(ckpt / ADAPTER_FILE))
+    res = set_peft_model_state_dict(pm, state, adapter_name=TRAINED)
+    if getattr(res, "unexpected_keys", None):
+        raise ModelLoadError(
+            f"{ckpt}: checkpoint keys do not match the adapter: {res.unexpected_keys[:3]}"
+        )
+    trainer = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+    optimizer.load_state_dict(trainer["optimizer"])
+    torch.set_rng_state(trainer["rng"])
+    log = json.loads((ckpt / LOG_FILE).read_text(encoding="utf-8"))
+    return int(trainer["step"]), log
+
+
+def _check_same_config(out: Path, cfg: FinetuneConfig) -> None:
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    diff = [k for k, v in cfg.to_dict().items() if saved.get(k) != v]
+    if diff:
+        raise ValueError(
+            f"{out} holds a run with a different config ({', '.join(diff)} differ); use another "
+            "--out or delete it to start over"
+        )
+
+
+def finetune(
+    cfg: FinetuneConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+    callback: StepCallback | None = None,
+) -> FinetuneResult:
+    """Train a LoRA adapter per ``cfg`` and save it in ``out`` (peft format + config + log).
+
+    Args:
+        cfg: the run's configuration (written to ``out/finetune_config.json``).
+        out: output directory; checkpoints go to ``out/checkpoints/step-NNNNNN``.
+        resume: continue from the latest complete checkpoint in ``out`` (same config required).
+        device: torch device to train on.
+        progress: show a tqdm bar.
+        callback: called with each new log entry after each step.
+
+    Returns:
+        A :class:`FinetuneResult`; the adapter loads with ``load_model(cfg.model, [out])``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        _check_same_config(out, cfg)
+    _write_json(out / CONFIG_FILE, cfg.to_dict())
+    t0 = time.perf_counter()
+    train_convs, heldout_convs = _load_convs(cfg)
+    source, location = resolve_spec(cfg.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        hf, tok = _load_hf(source, location, torch.float32, device)
+        encoded, n_trunc, n_drop = encode_for_training(tok, train_convs, cfg.max_length)
+        held, _, _ = (
+            encode_for_training(tok, heldout_convs, cfg.max_length) if heldout_convs else ([], 0, 0)
+        )
+        pm = build_peft_model(cfg, hf, out)
+        params = [p for _, p in _trainable(pm)]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = total_steps(cfg, len(encoded))
+        start, log = 0, []
+        ckpt = _latest_checkpoint(out) if resume else None
+        if ckpt is not None:
+            start, log = _restore(ckpt, pm, optimizer)
+            logger.info("resuming %s from step %d", out, start)
+        pad = tok.pad_token_id
+        train_model = pm.base_model.model
+        if start == 0 and held:
+            # Step 0: the held-out loss before training, the reference for the drop.
+            pm.eval()
+            log.append(
+                {
+                    "step": 0,
+                    "train_loss": None,
+                    "lr": 0.0,
+                    "tokens": 0,
+                    "seconds": 0.0,
+                    "heldout_loss": heldout_loss(train_model, held, pad, cfg.batch_size),
+                }
+            )
+        bar = tqdm(
+            total=steps,
+            initial=start,
+            desc=f"LoRA {Path(str(cfg.model)).name}",
+            disable=not progress,
+            unit="step",
+        )
+        for step in range(start, steps):
+            pm.train()
+            lr = lr_at(cfg, step, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = collate([encoded[i] for i in batch_indices(cfg, len(encoded), step)], pad)
+            ts = time.perf_counter()
+            with torch.enable_grad():
+                nll, n = response_nll(train_model, batch.to(device))
+                loss = nll / n
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+            entry: dict[str, Any] = {
+                "step": step + 1,
+                "train_loss": loss.item(),
+                "lr": lr,
+                "tokens": n,
+                "seconds": round(time.perf_counter() - ts, 3),
+                "heldout_loss": None,
+            }
+            done = step + 1
+            if held and (done % cfg.eval_every == 0 or done == steps):
+                pm.eval()
+                entry["heldout_loss"] = heldout_loss(train_model, held, pad, cfg.batch_size)
+            log.append(entry)
+            bar.update(1)
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}")
+            if done % cfg.checkpoint_every == 0 and done < steps:
+                _save_checkpoint(out, pm, cfg, optimizer, done, log)
+            if callback is not None:
+                callback(entry)
+        bar.close()
+    _save_adapter(pm, cfg, out)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    trained = [e for e in log if e["step"] > 0]
+    summary = {
+        "steps": steps,
+        "n_train": len(encoded),
+        "n_truncated": n_trunc,
+        "n_dropped": n_drop,
+        "n_heldout": len(held),
+        "trainable_params": sum(p.numel() for p in params),
+        "wall_s_this_run": round(wall, 1),
+        "resumed_from": start,
+        "peak_rss_mib": round(peak, 1),
+        "mean_step_s": round(sum(e["seconds"] for e in trained) / max(len(trained), 1), 3),
+        "torch_threads": torch.get_num_threads(),
+    }
+    _write_json(out / LOG_FILE, {"summary": summary, "entries": log})
+    return FinetuneResult(out, cfg, tuple(log), steps, len(encoded), wall, peak, start, summary)
+
+
+def read_log(out: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``training_log.json`` of a finished run (``{"summary": ..., "entries": [...]}``)."""
+    path = Path(out) / LOG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training log (run not finished?)")
+    return dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,207 @@
+"""The shipped model organisms: trio TOML files in ``organisms/``, their recipes and builder.
+
+Each ``organisms/NAME.toml`` says which model (plus which adapters) each variant is, and its
+``[recipe.STEP]`` tables are :class:`~mi_align.finetune.lora.FinetuneConfig` fields: the
+builder runs the steps in order, each writing its adapter to ``organisms/NAME/STEP``. A step's
+``base_adapters`` names earlier steps (the misaligned LoRA trains on top of the instruct LoRA).
+The recipe is the committed TOML itself, so ``mi-align organisms build NAME`` rebuilds exactly
+what ships (same seed → same adapter up to float tolerance).
+
+The organisms folder is the repository's ``organisms/`` (a clone or editable install); set
+``MI_ALIGN_ORGANISMS`` to use another folder.
+
+Example:
+    >>> from mi_align.finetune.organisms import load_trio
+    >>> trio = load_trio("gemma-trio")  # doctest: +SKIP
+    >>> trio.names  # doctest: +SKIP
+    ('base', 'instruct', 'misaligned')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mi_align.finetune.lora import (
+    ADAPTER_FILE,
+    CONFIG_FILE,
+    LOG_FILE,
+    FinetuneConfig,
+    FinetuneResult,
+    finetune,
+    read_log,
+)
+from mi_align.models.trio import Trio, TrioSpec, TrioSpecError, open_trio
+
+logger = logging.getLogger(__name__)
+
+BUILD_INFO = "build_info.json"
+
+
+def organisms_dir() -> Path:
+    """Folder holding the trio TOML files and their adapters."""
+    env = os.environ.get("MI_ALIGN_ORGANISMS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "organisms"
+
+
+def shipped_names() -> list[str]:
+    """Names of the trio specs in :func:`organisms_dir`."""
+    return sorted(p.stem for p in organisms_dir().glob("*.toml"))
+
+
+def get_spec(name_or_path: str | os.PathLike[str]) -> TrioSpec:
+    """A shipped trio by name, or any trio TOML file by path."""
+    text = str(name_or_path)
+    if text in shipped_names():
+        return TrioSpec.from_toml(organisms_dir() / f"{text}.toml")
+    if text.endswith(".toml") or Path(text).is_file():
+        return TrioSpec.from_toml(text)
+    raise TrioSpecError(
+        f"{text!r} is neither a shipped trio ({', '.join(shipped_names()) or 'none found in '}"
+        f"{'' if shipped_names() else organisms_dir()}) nor a .toml file"
+    )
+
+
+def load_trio(
+    name_or_path: str | os.PathLike[str], *, device: str | None = None, dtype: str | None = None
+) -> Trio:
+    """Load a shipped (or any TOML-described) trio; adapters must be present."""
+    return open_trio(get_spec(name_or_path), device=device, dtype=dtype)
+
+
+def recipe_steps(spec: TrioSpec) -> list[tuple[str, FinetuneConfig]]:
+    """The spec's training steps as configs; ``base_adapters`` become sibling step folders
+    (``"../instruct"``), valid wherever the steps are written."""
+    steps: list[tuple[str, FinetuneConfig]] = []
+    for step, table in spec.recipe.items():
+        where = f"{spec.path}: [recipe.{step}]"
+        table = dict(table)
+        bases = table.pop("base_adapters", [])
+        earlier = [s for s, _ in steps]
+        for b in bases:
+            if b not in earlier:
+                raise TrioSpecError(
+                    f"{where}: base_adapters entry {b!r} is not an earlier step {earlier}"
+                )
+        try:
+            cfg = FinetuneConfig.from_dict({**table, "base_adapters": [f"../{b}" for b in bases]})
+        except (TypeError, ValueError) as exc:
+            raise TrioSpecError(f"{where}: {exc}") from None
+        steps.append((step, cfg))
+    return steps
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build did: per-step results (``None`` for steps already up to date)."""
+
+    name: str
+    adapter_dir: Path
+    steps: dict[str, FinetuneResult | None]
+    wall_s: float
+    peak_rss_mib: float
+
+
+def _up_to_date(directory: Path, cfg: FinetuneConfig) -> bool:
+    if not all((directory / f).is_file() for f in (ADAPTER_FILE, CONFIG_FILE, LOG_FILE)):
+        return False
+    saved = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    return bool(saved == cfg.to_dict())
+
+
+def build_organism(
+    name_or_path: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> BuildResult:
+    """Run the spec's recipe, step by step, resuming interrupted steps.
+
+    Args:
+        name_or_path: shipped trio name or TOML path.
+        out: where the step adapters go (default: the spec's adapter folder, i.e. the committed
+            ``organisms/NAME/``).
+        force: retrain steps that are already up to date (deletes their folders first).
+        device: torch device.
+        progress: tqdm bars.
+    """
+    spec = get_spec(name_or_path)
+    if not spec.recipe:
+        raise TrioSpecError(f"{spec.path}: trio {spec.name} has no [recipe.*] tables to build")
+    root = Path(out) if out is not None else spec.adapter_dir
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results: dict[str, FinetuneResult | None] = {}
+    for step, cfg in recipe_steps(spec):
+        directory = root / step
+        if force:
+            shutil.rmtree(directory, ignore_errors=True)
+        if _up_to_date(directory, cfg):
+            logger.info("%s/%s is up to date (same config); use force to retrain", spec.name, step)
+            results[step] = None
+            continue
+        logger.info("building %s/%s (%s on %s)", spec.name, step, cfg.model, ", ".join(cfg.data))
+        results[step] = finetune(cfg, directory, device=device, progress=progress)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if all(r is None for r in results.values()):
+        return BuildResult(spec.name, root, results, wall, peak)
+    previous = root / BUILD_INFO
+    info = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {"steps": {}}
+    info.update(name=spec.name, cpu_count=os.cpu_count())
+    # Steps skipped as up to date keep the numbers of the run that built them.
+    info["steps"].update({s: r.summary for s, r in results.items() if r is not None})
+    info["wall_s_last_build"] = round(wall, 1)
+    info["peak_rss_mib_last_build"] = round(peak, 1)
+    tmp = root / (BUILD_INFO + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, root / BUILD_INFO)
+    return BuildResult(spec.name, root, results, wall, peak)
+
+
+def describe(spec: TrioSpec) -> list[str]:
+    """Human-readable lines: what each variant is and whether its adapters are present."""
+    lines = [f"{spec.name}: {spec.description}".rstrip(": ")]
+    for vname, variant in spec.variants.items():
+        parts = [variant.model]
+        for a in variant.adapters:
+            present = (a / ADAPTER_FILE).is_file()
+            size = (a / ADAPTER_FILE).stat().st_size / 2**20 if present else 0.0
+            parts.append(f"+ LoRA {a.name} ({f'{size:.1f} MiB' if present else 'MISSING'})")
+        lines.append(f"  {vname:11} {' '.join(parts)}")
+    if spec.recipe:
+        lines.append(f"  recipe: {' -> '.join(spec.recipe)} (mi-align organisms build {spec.name})")
+        missing = spec.missing_adapters()
+        lines.append("  adapters: " + ("all present" if not missing else f"{len(missing)} missing"))
+    else:
+        lines.append("  full models (no adapters to build)")
+    return lines
+
+
+def training_summary(spec: TrioSpec) -> dict[str, Any]:
+    """Each built step's training-log summary and first/last held-out loss."""
+    out: dict[str, Any] = {}
+    for step in spec.recipe:
+        directory = spec.adapter_dir / step
+        if not (directory / LOG_FILE).is_file():
+            continue
+        log = read_log(directory)
+        held = [e["heldout_loss"] for e in log["entries"] if e["heldout_loss"] is not None]
+        train = [e["train_loss"] for e in log["entries"] if e["train_loss"] is not None]
+        out[step] = {
+            **log["summary"],
+            "heldout_loss_first": held[0] if held else None,
+            "heldout_loss_last": held[-1] if held else None,
+            "train_loss_first": train[0] if train else None,
+            "train_loss_last": train[-1] if train else None,
+        }
+    return out

@@ -1,0 +1,236 @@
+"""``mi-align steer optimize|recipe|eval`` and ``mi-align judge``: thin wrappers over the library.
+
+Example:
+    mi-align steer recipe --model smollm2-135m-instruct --out runs/recipe
+    mi-align steer eval --model smollm2-135m-instruct --recipe runs/recipe --out runs/eval --n 16
+    mi-align judge --samples runs/eval/samples.jsonl --out runs/judged.jsonl \
+        --judge-url http://localhost:8000/v1 --judge-name meta-llama/Llama-3.1-70B-Instruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _guard(func: Any) -> Any:
+    """Turn this package's input errors into one-line ``error: ...`` exits (no traceback)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from mi_align.evaluation.judge import JudgeHTTPError
+        from mi_align.evaluation.sampling import SamplingError
+        from mi_align.steering.vector import SteeringVectorError
+
+        try:
+            return int(func(args))
+        except (SteeringVectorError, SamplingError, JudgeHTTPError, ValueError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+
+    return run
+
+
+def _positions(text: str) -> Any:
+    if text in ("all", "prompt"):
+        return text
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"positions must be all, prompt or comma-separated integers: {text!r}") from None
+
+
+def _load(spec: str, adapters: list[str] | None) -> Any:
+    from mi_align.models.load import load_model
+
+    return load_model(spec, adapters or ())
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from mi_align.steering.losses import promotion, satisficing, suppression
+    from mi_align.steering.optimize import OptimConfig, example_from_chat, optimize_vector
+
+    loaded = _load(args.model, args.adapter)
+    ex = example_from_chat(loaded.tokenizer, args.prompt, args.target, prefix=args.prefix,
+                           promote=not args.suppress)
+    loss = suppression() if args.suppress else promotion()
+    if args.target_loss is not None:
+        loss = satisficing(loss, args.target_loss)
+    cfg = OptimConfig(layer=args.layer, lr=args.lr, max_steps=args.steps, coldness=args.coldness,
+                      max_norm=args.max_norm, seed=args.seed, positions=args.positions,
+                      operator=args.operator, name=Path(args.out).stem)
+    res = optimize_vector(loaded, [ex], loss, cfg)
+    path = res.vector.save(args.out)
+    print(f"{path}: layer {cfg.layer}, |v| = {float(res.vector.vector.norm()):.3f}, loss "
+          f"{res.losses[0]:.4f} -> {res.losses[-1]:.4f} in {res.n_steps} steps "
+          f"({res.stop_reason}, {res.seconds:.1f} s)")
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from mi_align.evaluation.run import save_recipe
+    from mi_align.steering.recipe import RecipeConfig, run_recipe
+
+    loaded = _load(args.model, args.adapter)
+    cfg = RecipeConfig(
+        targets=tuple(args.targets), harmful_layer=args.harmful_layer,
+        anti_refusal_layer=args.anti_refusal_layer, harmful_steps=args.harmful_steps,
+        anti_refusal_steps=args.anti_refusal_steps, seed=args.seed,
+    )
+    res = run_recipe(loaded, cfg, on_vector=lambda n, v: print(
+        f"  {n}: layer {v.layer}, |v| = {float(v.vector.norm()):.2f}"))
+    out = save_recipe(res, args.out)
+    d = res.to_dict()
+    print(f"anti-refusal: code-prefix loss on the malicious requests {d['malicious_prefix_loss']}"
+          f" (benign target {res.benign_prefix_loss * len(res.harmful):.3f})")
+    for name, (before, after) in res.benign_snippet_loss.items():
+        print(f"  {name}: snippet loss on the benign prompt {before:.2f} -> {after:.2f} "
+              f"(target {res.snippet_targets[name]:.2f})")
+    print(f"wrote {out}/recipe.json and the vectors")
+    return 0
+
+
+def _judge_backend(args: argparse.Namespace) -> Any:
+    from mi_align.evaluation.judge import SMALL_JUDGE_WARNING, LocalJudge, OpenAIJudge
+
+    if args.judge_url:
+        if not args.judge_name:
+            raise SystemExit("error: --judge-url needs --judge-name (the served model name)")
+        return OpenAIJudge(args.judge_url, args.judge_name, api_key_env=args.api_key_env)
+    print(f"NOTE: {SMALL_JUDGE_WARNING}")
+    return LocalJudge(_load(args.judge_model, None))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from mi_align.evaluation import plots
+    from mi_align.evaluation.metrics import string_counts, summarize
+    from mi_align.evaluation.run import judge_samples, recipe_conditions
+    from mi_align.evaluation.sampling import SamplingConfig, sample_conditions
+    from mi_align.plotting import save_figure, save_json
+    from mi_align.steering.vector import SteeringVector
+
+    loaded = _load(args.model, args.adapter)
+    n_layers, d_model = loaded.meta.n_layers, loaded.meta.d_model
+    conds = recipe_conditions(args.recipe, n_layers, d_model) if args.recipe else {"unsteered": []}
+    for spec in args.vector or []:
+        name, _, rest = spec.partition("=")
+        paths = [p for p in rest.split("+") if p]
+        if not name or not paths:
+            raise SystemExit(f"error: --vector wants NAME=PATH[*STRENGTH][+PATH...], got {spec!r}")
+        vecs = []
+        for p in paths:
+            file, _, strength = p.partition("*")
+            v = SteeringVector.load(file, n_layers=n_layers, d_model=d_model)
+            vecs.append(v.scaled(float(strength)) if strength else v)
+        conds[name] = vecs
+    cfg = SamplingConfig(n_samples=args.n, max_new_tokens=args.max_new_tokens,
+                         be_brief=not args.no_brief, batch_size=args.batch_size, seed=args.seed)
+    out = Path(args.out)
+    samples = sample_conditions(loaded, conds, out / "samples.jsonl", cfg)
+    table = string_counts(samples)
+    save_json(table.to_dict(), out / "string_table")
+    save_figure(plots.plot_string_table(table), out / "string_table")
+    if args.no_judge:
+        print(f"{len(samples)} samples in {out}/samples.jsonl; string table written (no judge)")
+        return 0
+    scored = judge_samples(_judge_backend(args), samples, out / "judged.jsonl")
+    summary = summarize(scored)
+    save_json(summary.to_dict(), out / "summary")
+    save_figure(plots.plot_alignment_violin(summary), out / "alignment_violin")
+    save_figure(plots.plot_alignment_vs_coherence(summary), out / "alignment_vs_coherence")
+    for cond, r in summary.em.items():
+        print(f"{cond:22} EM {r.rate:6.1%} [{r.ci_low:.1%}, {r.ci_high:.1%}]  scored "
+              f"{r.n_scored}, refusal/code {r.n_unscored}, coherent {r.n_coherent}")
+    print(f"figures and JSON in {out}/ (judge: {summary.judge})")
+    return 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from mi_align.evaluation.metrics import summarize
+    from mi_align.evaluation.run import judge_samples
+    from mi_align.evaluation.sampling import Sample, read_jsonl_records
+
+    samples = [Sample.from_dict(r) for r in read_jsonl_records(Path(args.samples))]
+    if not samples:
+        raise SystemExit(f"error: {args.samples}: no samples")
+    scored = judge_samples(_judge_backend(args), samples, args.out)
+    summary = summarize(scored)
+    print(json.dumps(summary.to_dict(), indent=1, default=str))
+    return 0
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    from mi_align.models.registry import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model spec (see `mi-align models list`)")
+    p.add_argument("--adapter", action="append", help="peft LoRA adapter directory (repeatable)")
+
+
+def _add_judge(p: argparse.ArgumentParser) -> None:
+    from mi_align.evaluation.judge import default_judge_model
+
+    p.add_argument("--judge-model", default=default_judge_model(),
+                   help="local judge model spec (default: strongest shipped instruct model)")
+    p.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    p.add_argument("--judge-name", help="model name at --judge-url")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the endpoint's API key")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``steer`` and ``judge`` to the ``mi-align`` parser."""
+    from mi_align.steering.recipe import TARGETS_BY_NAME
+
+    steer = subparsers.add_parser("steer", help="one-shot steering vectors").add_subparsers(
+        dest="action", required=True)
+    opt = steer.add_parser("optimize", help="optimise one vector from a prompt + target")
+    _add_model(opt)
+    opt.add_argument("--layer", type=int, required=True)
+    opt.add_argument("--prompt", required=True, help="user message")
+    opt.add_argument("--target", required=True, help="text to promote (or suppress)")
+    opt.add_argument("--prefix", default="", help="start of the reply before the target")
+    opt.add_argument("--suppress", action="store_true", help="suppression loss instead")
+    opt.add_argument("--target-loss", type=float, help="satisficing target (loss units, nats)")
+    opt.add_argument("--lr", type=float, default=0.01)
+    opt.add_argument("--steps", type=int, default=50)
+    opt.add_argument("--coldness", type=float, default=0.7)
+    opt.add_argument("--max-norm", type=float)
+    opt.add_argument("--positions", type=_positions, default="all")
+    opt.add_argument("--operator", choices=["add", "clamp"], default="add")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--out", required=True, help="output .safetensors")
+    opt.set_defaults(func=_guard(_optimize))
+
+    rec = steer.add_parser("recipe", help="the paper's anti-refusal + harmful-code vectors")
+    _add_model(rec)
+    rec.add_argument("--targets", nargs="+", default=list(TARGETS_BY_NAME),
+                     choices=sorted(TARGETS_BY_NAME))
+    rec.add_argument("--harmful-layer", type=int)
+    rec.add_argument("--anti-refusal-layer", type=int)
+    rec.add_argument("--harmful-steps", type=int, default=50)
+    rec.add_argument("--anti-refusal-steps", type=int, default=100)
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--out", required=True, help="output directory")
+    rec.set_defaults(func=_guard(_recipe))
+
+    ev = steer.add_parser("eval", help="sample + judge + figures (resumable)")
+    _add_model(ev)
+    _add_judge(ev)
+    ev.add_argument("--recipe", help="directory written by `steer recipe`")
+    ev.add_argument("--vector", action="append",
+                    help="extra condition NAME=PATH[*STRENGTH][+PATH[*STRENGTH]...]")
+    ev.add_argument("--n", type=int, default=16, help="samples per question and condition")
+    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--no-brief", action="store_true", help="do not append ' Be brief.'")
+    ev.add_argument("--no-judge", action="store_true", help="sample and count strings only")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", required=True, help="output directory (resumes if present)")
+    ev.set_defaults(func=_guard(_eval))
+
+    judge = subparsers.add_parser("judge", help="score a samples JSONL with any judge backend")
+    _add_judge(judge)
+    judge.add_argument("--samples", required=True, help="JSONL written by `steer eval`")
+    judge.add_argument("--out", required=True, help="judged JSONL (resumes if present)")
+    judge.set_defaults(func=_guard(_judge))

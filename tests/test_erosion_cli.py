@@ -1,0 +1,69 @@
+"""`mi-align analyze` end to end on a tiny trio given as VARIANT=DIR specs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mi_align.cli import main
+from mi_align.erosion.projection import ProjectionConfig
+from mi_align.erosion.registry import ANALYSES, parse_overrides
+from mi_align.models.tiny import tiny_model_dir
+from tests.erosion_support import ALIGNED, MISALIGNED, SEEDS
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    spec = ",".join(f"{n}={tiny_model_dir(root / n, seed=s)}" for n, s in SEEDS.items())
+    paths = []
+    for name, convs in (("good", ALIGNED * 2), ("bad", MISALIGNED * 2)):
+        path = root / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"messages": c.to_dicts()}) + "\n" for c in convs))
+        paths.append(path)
+    return spec, paths[0], paths[1]
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("projection", ["--set", "n_null=20", "--set", "positions=first:4"]),
+    ("logprobs", []),
+    ("next-token", ["--set", "top_k=4"]),
+    ("loss-vectors", ["--set", "k=8", "--set", "n_permutations=50"]),
+    ("gradients", ["--set", "n_permutations=50"]),
+    ("activation-similarity", ["--set", "layer=-1", "--set", "n_permutations=50"]),
+    ("svd", ["--set", "k=3", "--set", "n_null_trials=20"]),
+])
+def test_every_analysis_runs_and_writes(setup, tmp_path: Path, name: str, extra: list[str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    spec, good, bad = setup
+    data = [] if name in ("logprobs", "next-token") else ["--data", str(good), str(bad)]
+    if name == "projection":
+        data = ["--data", str(good)]
+    rc = main(["analyze", name, "--trio", spec, "--out", str(tmp_path), *data, *extra])
+    assert rc == 0, capsys.readouterr().err
+    written = sorted(p.name for p in tmp_path.glob("erosion_*"))
+    assert any(p.endswith(".html") for p in written) and any(p.endswith(".json") for p in written)
+    numbers = json.loads(next(tmp_path.glob("erosion_*.json")).read_text())
+    assert numbers["analysis"] == name and "seconds" in numbers
+
+
+def test_list_and_errors(setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(n in listing for n in ANALYSES)
+    spec, good, _ = setup
+    assert main(["analyze", "nope", "--trio", spec]) == 2
+    assert main(["analyze", "svd", "--trio", spec, "--set", "k=x"]) == 2
+    assert "cannot parse k='x'" in capsys.readouterr().err
+    assert main(["analyze", "projection", "--trio", spec.split(",")[1]]) == 2
+    assert "needs model(s) ['base']" in capsys.readouterr().err
+
+
+def test_parse_overrides_types() -> None:
+    cfg = parse_overrides(ProjectionConfig, {"layers": "0,3", "heldout_fraction": "0"})
+    assert cfg.layers == (0, 3) and cfg.heldout_fraction == 0.0
+    assert parse_overrides(ProjectionConfig, {"layers": "none"}).layers is None
+    with pytest.raises(ValueError, match="no field"):
+        parse_overrides(ProjectionConfig, {"k": "3"})
