@@ -12,9 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-from mi_align.erosion import cli as erosion_cli
-from mi_align.finetune import cli as finetune_cli
-from mi_align.steering import cli as steering_cli
 from mi_align.data.chat import (
     BUILTIN_DIR,
     DatasetError,
@@ -23,9 +20,12 @@ from mi_align.data.chat import (
     load_dataset,
     load_jsonl,
 )
+from mi_align.erosion import cli as erosion_cli
+from mi_align.finetune import cli as finetune_cli
 from mi_align.models.fetch import FetchError, dir_size_mib, fetch_model, is_fetched, model_dir
 from mi_align.models.load import ModelLoadError
 from mi_align.models.registry import DEFAULT_MODEL, REGISTRY, get_spec
+from mi_align.steering import cli as steering_cli
 
 
 def _models_list(args: argparse.Namespace) -> int:
