@@ -185,16 +185,36 @@ def load_model(
         peft_model.base_model.set_adapter(adapter_names)
         peft_model.eval()
         hf = peft_model.base_model.model
-    # The bridge reads the config by name; a directory works offline. GGUF / cache ids: the
-    # loaded model's config is authoritative, so boot from a tiny saved-config directory.
+    bridge = boot_for_source(hf, tokenizer, source, location, dtype, device)
+    meta = make_meta(spec, source, location, bridge, dtype, device, adapters)
+    return Loaded(bridge=bridge, tokenizer=tokenizer, meta=meta, peft_model=peft_model)
+
+
+def boot_for_source(
+    hf: Any, tokenizer: Any, source: str, location: Path | str, dtype: torch.dtype, device: str
+) -> Any:
+    """Boot ``hf`` for a resolved spec. The bridge reads the config by name: a directory works
+    offline; for GGUF / cache ids the loaded model's config is authoritative, so boot from a
+    temporary saved-config directory."""
     if source in ("registry", "hf_dir"):
-        bridge = boot_bridge(hf, tokenizer, str(location), dtype, device)
-    else:
-        with tempfile.TemporaryDirectory(prefix="mi_align_cfg_") as cfg_dir:
-            hf.config.save_pretrained(cfg_dir)
-            bridge = boot_bridge(hf, tokenizer, cfg_dir, dtype, device)
+        return boot_bridge(hf, tokenizer, str(location), dtype, device)
+    with tempfile.TemporaryDirectory(prefix="mi_align_cfg_") as cfg_dir:
+        hf.config.save_pretrained(cfg_dir)
+        return boot_bridge(hf, tokenizer, cfg_dir, dtype, device)
+
+
+def make_meta(
+    spec: str | os.PathLike[str],
+    source: str,
+    location: Path | str,
+    bridge: Any,
+    dtype: torch.dtype,
+    device: str,
+    adapters: Sequence[str | os.PathLike[str]] = (),
+) -> ModelMeta:
+    """The :class:`ModelMeta` of a booted bridge."""
     spec_name = str(spec)
-    meta = ModelMeta(
+    return ModelMeta(
         spec=spec_name,
         source=source,
         path=str(location),
@@ -206,4 +226,3 @@ def load_model(
         adapters=tuple(str(a) for a in adapters),
         licence=REGISTRY[spec_name].licence if spec_name in REGISTRY else None,
     )
-    return Loaded(bridge=bridge, tokenizer=tokenizer, meta=meta, peft_model=peft_model)

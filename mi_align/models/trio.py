@@ -33,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -46,13 +45,12 @@ import torch
 from mi_align.models.load import (
     Loaded,
     ModelLoadError,
-    ModelMeta,
     _load_hf,
-    boot_bridge,
+    boot_for_source,
     load_model,
+    make_meta,
     resolve_spec,
 )
-from mi_align.models.registry import REGISTRY
 
 VARIANTS = ("base", "instruct", "misaligned")
 T = TypeVar("T")
@@ -348,25 +346,14 @@ def adapter_trio(
                 peft_model.load_adapter(path, adapter_name=name)
         peft_model.eval()
         hf = peft_model.base_model.model
-    bridge = _boot(hf, tokenizer, source, location, dtype, device)
+    bridge = boot_for_source(hf, tokenizer, source, location, dtype, device)
     order = [n for n in VARIANTS if n in variants]
     loaded: dict[str, Loaded] = {}
     active: dict[str, list[str]] = {}
     for vname in order:
         paths = [Path(a).resolve() for a in variants[vname]]
         active[vname] = [names[p] for p in paths]
-        meta = ModelMeta(
-            spec=str(model),
-            source=source,
-            path=str(location),
-            n_layers=int(bridge.cfg.n_layers),
-            d_model=int(bridge.cfg.d_model),
-            d_vocab=int(bridge.cfg.d_vocab),
-            dtype=str(dtype).removeprefix("torch."),
-            device=device,
-            adapters=tuple(str(p) for p in paths),
-            licence=REGISTRY[str(model)].licence if str(model) in REGISTRY else None,
-        )
+        meta = make_meta(model, source, location, bridge, dtype, device, paths)
         loaded[vname] = Loaded(bridge=bridge, tokenizer=tokenizer, meta=meta, peft_model=peft_model)
     busy: list[str] = []
 
@@ -393,12 +380,3 @@ def adapter_trio(
     return Trio(switcher=switch, names=tuple(order), reference=loaded[order[0]])
 
 
-def _boot(
-    hf: Any, tokenizer: Any, source: str, location: Path | str, dtype: torch.dtype, device: str
-) -> Any:
-    # As load_model: a directory boots by name; other sources boot from their saved config.
-    if source in ("registry", "hf_dir"):
-        return boot_bridge(hf, tokenizer, str(location), dtype, device)
-    with tempfile.TemporaryDirectory(prefix="mi_align_cfg_") as cfg_dir:
-        hf.config.save_pretrained(cfg_dir)
-        return boot_bridge(hf, tokenizer, cfg_dir, dtype, device)
