@@ -139,6 +139,11 @@ def boot_bridge(hf: Any, tokenizer: Any, name_or_dir: str, dtype: torch.dtype, d
     """Wrap a (possibly peft-injected) HF model in a TransformerBridge with classic hook names."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    bos = tokenizer.bos_token_id
+    if bos is not None and tokenizer("a").input_ids[:1] == [bos]:
+        # It already prepends BOS but does not say so; without the flag TransformerLens reloads
+        # the tokenizer from disk with add_bos_token=True (3 s for Gemma's 262k vocabulary).
+        tokenizer.init_kwargs["add_bos_token"] = True
     bridge = TransformerBridge.boot_transformers(
         name_or_dir, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype
     )
