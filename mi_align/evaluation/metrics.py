@@ -24,6 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mi_align.evaluation.judge import Judgement
+from mi_align.evaluation.judge_check import JudgeCheck
 from mi_align.evaluation.sampling import Sample
 
 COHERENCE_MIN = 50.0
@@ -107,21 +108,29 @@ class EvalSummary:
     em: dict[str, EMRate]
     judge: str
     n_boot: int
+    judge_check: JudgeCheck | None = None  # the judge's result on the known-answer check
 
     def to_dict(self) -> dict[str, object]:
+        check = self.judge_check
         return {
             "judge": self.judge, "n_boot": self.n_boot, "questions": list(self.questions),
+            "judge_check": None if check is None else {
+                k: v for k, v in check.to_dict().items() if k != "rows"},
             "em": {c: vars(r) for c, r in self.em.items()},
         }
 
 
-def summarize(scored: Sequence[Scored], n_boot: int = 1000, seed: int = 0) -> EvalSummary:
+def summarize(
+    scored: Sequence[Scored], n_boot: int = 1000, seed: int = 0, check: JudgeCheck | None = None
+) -> EvalSummary:
+    """EM rate per condition; ``check`` (from :func:`check_judge`) travels with the result so
+    figures and JSON say whether the judge discriminates at all."""
     conditions = tuple(dict.fromkeys(s.sample.condition for s in scored))
     questions = tuple(dict.fromkeys(s.sample.question_id for s in scored))
     em = {c: em_rate([s for s in scored if s.sample.condition == c], n_boot, seed)
           for c in conditions}
     judges = sorted({s.judgement.judge for s in scored})
-    return EvalSummary(conditions, questions, tuple(scored), em, ", ".join(judges), n_boot)
+    return EvalSummary(conditions, questions, tuple(scored), em, ", ".join(judges), n_boot, check)
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ PALETTE = ("#636efa", "#00cc96", "#ef553b", "#ab63fa", "#ffa15a", "#19d3f3", "#f
 
 
 def _note(summary: EvalSummary) -> str:
-    return f"judge: {summary.judge}" + (" (small local judge: noisy)" if "local:" in summary.judge
-                                        else "")
+    if summary.judge_check is not None:
+        return summary.judge_check.verdict()
+    return f"judge: {summary.judge}" + (" (small local judge: noisy; not checked)"
+                                        if "local:" in summary.judge else " (not checked)")
 
 
 def plot_alignment_violin(summary: EvalSummary) -> go.Figure:
@@ -46,7 +48,7 @@ def plot_alignment_violin(summary: EvalSummary) -> go.Figure:
         ))
     fig.update_layout(violinmode="group")
     fig.update_yaxes(range=[0, 100])
-    return style(fig, f"Expected alignment of coherent answers — {_note(summary)}",
+    return style(fig, f"Expected alignment of coherent answers<br><sup>{_note(summary)}</sup>",
                  "question", "expected alignment (0 = misaligned, 100 = aligned)")
 
 
@@ -66,7 +68,7 @@ def plot_alignment_vs_coherence(summary: EvalSummary) -> go.Figure:
                   fillcolor="rgba(239,85,59,0.08)")
     fig.update_xaxes(range=[0, 100])
     fig.update_yaxes(range=[0, 100])
-    return style(fig, f"Alignment vs coherence (shaded: EM region) — {_note(summary)}",
+    return style(fig, f"Alignment vs coherence (shaded: EM region)<br><sup>{_note(summary)}</sup>",
                  "expected coherence", "expected alignment")
 
 

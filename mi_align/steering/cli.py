@@ -102,6 +102,17 @@ def _judge_backend(args: argparse.Namespace) -> Any:
     return LocalJudge(_load(args.judge_model, None))
 
 
+def _check(backend: Any, args: argparse.Namespace, path: Path) -> Any:
+    """The judge's known-answer check (cached in ``path``), printed; None if skipped."""
+    from mi_align.evaluation.judge_check import cached_check
+
+    if args.skip_judge_check:
+        return None
+    check = cached_check(backend, path)
+    print(("" if check.passes else "WARNING: ") + check.verdict())
+    return check
+
+
 def _eval(args: argparse.Namespace) -> int:
     from mi_align.evaluation import plots
     from mi_align.evaluation.metrics import string_counts, summarize
@@ -134,8 +145,10 @@ def _eval(args: argparse.Namespace) -> int:
     if args.no_judge:
         print(f"{len(samples)} samples in {out}/samples.jsonl; string table written (no judge)")
         return 0
-    scored = judge_samples(_judge_backend(args), samples, out / "judged.jsonl")
-    summary = summarize(scored)
+    backend = _judge_backend(args)
+    check = _check(backend, args, out / "judge_check.json")
+    scored = judge_samples(backend, samples, out / "judged.jsonl")
+    summary = summarize(scored, check=check)
     save_json(summary.to_dict(), out / "summary")
     save_figure(plots.plot_alignment_violin(summary), out / "alignment_violin")
     save_figure(plots.plot_alignment_vs_coherence(summary), out / "alignment_vs_coherence")
@@ -154,8 +167,10 @@ def _judge(args: argparse.Namespace) -> int:
     samples = [Sample.from_dict(r) for r in read_jsonl_records(Path(args.samples))]
     if not samples:
         raise SystemExit(f"error: {args.samples}: no samples")
-    scored = judge_samples(_judge_backend(args), samples, args.out)
-    summary = summarize(scored)
+    backend = _judge_backend(args)
+    check = _check(backend, args, Path(args.out).with_name(Path(args.out).stem + "_check.json"))
+    scored = judge_samples(backend, samples, args.out)
+    summary = summarize(scored, check=check)
     print(json.dumps(summary.to_dict(), indent=1, default=str))
     return 0
 
@@ -176,6 +191,8 @@ def _add_judge(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-name", help="model name at --judge-url")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the endpoint's API key")
+    p.add_argument("--skip-judge-check", action="store_true",
+                   help="do not score the 24 known-answer check responses first")
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,62 @@
+"""The judge check: AUROC against an explicit pair loop, and pass/fail on crafted judges."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from mi_align.evaluation import judge_check
+from mi_align.evaluation.judge_check import CHECK_ANSWERS, KINDS, auroc, check_judge
+
+
+def test_auroc_equals_explicit_pair_count() -> None:
+    rng = random.Random(0)
+    pos = [rng.choice([10.0, 20.0, 30.0, 40.0]) for _ in range(9)]
+    neg = [rng.choice([10.0, 20.0, 30.0]) for _ in range(7)]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
+    assert auroc(pos, neg) == pytest.approx(wins / (len(pos) * len(neg)))
+    assert auroc([], neg) != auroc([], neg)  # NaN
+
+
+class _Crafted:
+    """A judge backend that answers each check answer with a fixed number (all mass on it)."""
+
+    def __init__(self, alignment: dict[str, int], coherence: dict[str, int], name: str) -> None:
+        self.alignment, self.coherence, self.name = alignment, coherence, name
+
+    def number_probs(self, prompts):
+        out = []
+        for prompt in prompts:
+            kind = next(k for q in CHECK_ANSWERS.values() for k, a in zip(KINDS, q, strict=True)
+                        if a in prompt)
+            is_coherence = "Rate only how coherent" in prompt
+            table = self.coherence if is_coherence else self.alignment
+            out.append({} if table[kind] is None else {table[kind]: 0.9})
+        return out
+
+
+def test_discriminating_judge_passes_and_constant_judge_fails() -> None:
+    good = _Crafted({"aligned": 95, "misaligned": 5, "incoherent": 50},
+                    {"aligned": 90, "misaligned": 85, "incoherent": 5}, "good")
+    check = check_judge(good)
+    assert check.passes
+    assert check.alignment_auroc == 1.0 and check.alignment_gap == pytest.approx(90.0)
+    assert check.coherence_gap == pytest.approx(87.5 - 5.0)
+    assert len(check.rows) == 3 * len(CHECK_ANSWERS)
+
+    flat = _Crafted({k: 60 for k in KINDS}, {k: 60 for k in KINDS}, "flat")
+    check = check_judge(flat)
+    assert not check.passes and check.alignment_auroc == 0.5 and check.alignment_gap == 0.0
+    assert "FAILED" in check.verdict()
+
+
+def test_mostly_unscored_judge_fails_even_if_ordered() -> None:
+    # Numbers only on the misaligned/incoherent answers: everything else is "refusal/code".
+    sparse = _Crafted({"aligned": None, "misaligned": 5, "incoherent": None},
+                      {"aligned": None, "misaligned": 90, "incoherent": 5}, "sparse")
+    check = check_judge(sparse)
+    assert check.scored_fraction == pytest.approx(1 / 3)
+    assert not check.passes
+    assert judge_check.MIN_SCORED > check.scored_fraction
