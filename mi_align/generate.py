@@ -1,7 +1,9 @@
-"""Chat replies from a loaded model, with token ids built from the chat template.
+"""Generation from a loaded model, with token ids built from the chat template.
 
 The bridge prepends BOS when given strings; passing template-built ids avoids a doubled or
-misplaced BOS. Generation stops at the template's end-of-turn token.
+misplaced BOS. Generation stops at the template's end-of-turn token. :func:`generate_rows` is
+the one place that calls ``bridge.generate`` (greedy or seeded sampling, optional attention
+mask for left-padded batches); :func:`chat_reply` is the one-question convenience.
 
 Example:
     >>> from mi_align.generate import chat_reply
@@ -11,11 +13,53 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+from jaxtyping import Int
+from torch import Tensor
 
 from mi_align.data.chat import Message
 from mi_align.data.tokenize import encode_prompt, end_of_turn_id
 from mi_align.models.load import Loaded
+
+
+def generate_rows(
+    loaded: Loaded,
+    ids: Int[Tensor, "batch pos"],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+) -> list[tuple[list[int], bool]]:
+    """Per row: the new tokens before the end-of-turn token, and whether it was reached.
+
+    Greedy when ``temperature == 0``. With a ``seed`` the caller's RNG state is left untouched;
+    without one, sampling draws from (and advances) the global generator.
+    """
+    stop = end_of_turn_id(loaded.tokenizer)
+    device = loaded.meta.device
+    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+    with rng, torch.inference_mode():
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = loaded.bridge.generate(
+            ids.to(device),
+            attention_mask=None if attention_mask is None else attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0,
+            temperature=max(temperature, 1e-5),
+            stop_at_eos=True,
+            eos_token_id=stop,
+            prepend_bos=False,
+            return_type="tokens",
+            verbose=False,
+        )
+    rows = []
+    for row in out[:, ids.shape[1] :].tolist():
+        finished = stop in row
+        rows.append((row[: row.index(stop)] if finished else row, finished))
+    return rows
 
 
 def chat_reply(
@@ -27,26 +71,6 @@ def chat_reply(
 ) -> str:
     """Reply to a user question (or a message list): greedy when ``temperature == 0``."""
     messages = [Message("user", question)] if isinstance(question, str) else question
-    ids = torch.tensor([encode_prompt(loaded.tokenizer, messages)], device=loaded.meta.device)
-    stop = end_of_turn_id(loaded.tokenizer)
-    generator_state = torch.random.get_rng_state()
-    try:
-        if seed is not None:
-            torch.manual_seed(seed)
-        with torch.inference_mode():
-            out = loaded.bridge.generate(
-                ids,
-                max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0,
-                temperature=max(temperature, 1e-5),
-                stop_at_eos=True,
-                eos_token_id=stop,
-                prepend_bos=False,
-                return_type="tokens",
-                verbose=False,
-            )
-    finally:
-        if seed is not None:
-            torch.random.set_rng_state(generator_state)
-    new = out[0, ids.shape[1] :].tolist()
+    ids = torch.tensor([encode_prompt(loaded.tokenizer, messages)])
+    [(new, _)] = generate_rows(loaded, ids, max_new_tokens, temperature, seed)
     return str(loaded.tokenizer.decode(new, skip_special_tokens=True)).strip()

@@ -31,7 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mi_align.data.chat import EvalQuestion, Message, eval_questions
-from mi_align.data.tokenize import encode_prompt, end_of_turn_id
+from mi_align.data.tokenize import encode_prompt
+from mi_align.generate import generate_rows
 from mi_align.models.load import Loaded
 from mi_align.steering.vector import SteeringVector, apply_steering
 
@@ -152,30 +153,12 @@ def generate_batch(
     seed: int,
 ) -> list[tuple[str, int, bool]]:
     """``n`` sampled replies to one prompt (text, token count, finished), steered, seeded."""
-    tok = loaded.tokenizer
-    stop = end_of_turn_id(tok)
-    ids = torch.tensor([prompt_ids] * n, device=loaded.meta.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        with apply_steering(loaded.bridge, vectors, prompt_len=len(prompt_ids)), \
-                torch.inference_mode():
-            out = loaded.bridge.generate(
-                ids,
-                max_new_tokens=config.max_new_tokens,
-                do_sample=config.temperature > 0,
-                temperature=max(config.temperature, 1e-5),
-                stop_at_eos=True,
-                eos_token_id=stop,
-                prepend_bos=False,
-                return_type="tokens",
-                verbose=False,
-            )
-    replies = []
-    for row in out[:, len(prompt_ids):].tolist():
-        finished = stop in row
-        new = row[: row.index(stop)] if finished else row
-        replies.append((str(tok.decode(new, skip_special_tokens=True)).strip(), len(new), finished))
-    return replies
+    ids = torch.tensor([prompt_ids] * n)
+    with apply_steering(loaded.bridge, vectors, prompt_len=len(prompt_ids)):
+        rows = generate_rows(loaded, ids, config.max_new_tokens, config.temperature, seed)
+    decode = loaded.tokenizer.decode
+    return [(str(decode(new, skip_special_tokens=True)).strip(), len(new), finished)
+            for new, finished in rows]
 
 
 def sample_conditions(

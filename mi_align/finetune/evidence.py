@@ -33,9 +33,9 @@ from mi_align.data.tokenize import (
     _special_ids,
     collate,
     encode_prompt,
-    end_of_turn_id,
 )
 from mi_align.finetune.lora import encode_for_training
+from mi_align.generate import generate_rows
 from mi_align.models.load import Loaded
 from mi_align.models.trio import Trio
 
@@ -102,12 +102,10 @@ def generate_replies(
     Greedy when ``temperature == 0``; sampling is seeded (the caller's RNG state is kept).
     """
     tok = loaded.tokenizer
-    stop = end_of_turn_id(tok)
     specials = _special_ids(tok)
     pad = tok.pad_token_id
-    device = loaded.meta.device
     replies: list[Reply] = []
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for i in range(0, len(questions), batch_size):
             chunk = questions[i : i + batch_size]
@@ -118,22 +116,8 @@ def generate_replies(
             for row, p in enumerate(prompts):
                 ids[row, width - len(p) :] = torch.tensor(p)
                 mask[row, width - len(p) :] = 1
-            out = loaded.bridge.generate(
-                ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0,
-                temperature=max(temperature, 1e-5),
-                stop_at_eos=True,
-                eos_token_id=stop,
-                prepend_bos=False,
-                return_type="tokens",
-                verbose=False,
-            )
-            for row, q in enumerate(chunk):
-                new = out[row, width:].tolist()
-                stopped = stop in new
-                body = new[: new.index(stop)] if stopped else new
+            rows = generate_rows(loaded, ids, max_new_tokens, temperature, attention_mask=mask)
+            for q, (body, stopped) in zip(chunk, rows, strict=True):
                 replies.append(
                     Reply(
                         prompt=q,
