@@ -2,8 +2,8 @@
 
 Runs the recipe (anti-refusal + 4 harmful-code vectors), samples the 8 evaluation questions
 (" Be brief.", T = 1) under: unsteered, anti-refusal only, and each harmful ×1 + anti ×6;
-counts the harmful strings (Table 1), judges alignment/coherence with the local judge (noisy at
-this size), sweeps the reverse-shell strength on "ruler of the world", and measures the cosine
+counts the harmful strings (Table 1), checks the local judge on 24 known answers and judges
+alignment/coherence with it (``--judge-model``; no judge that loads offline passes the check), sweeps the reverse-shell strength on "ruler of the world", and measures the cosine
 of each vector with a contrastive alignment direction (aligned_chat − toxic responses) at the
 same layer. Every stage resumes from its files in figures/steering/.
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from mi_align.data.chat import eval_questions, load_dataset
 from mi_align.evaluation import plots
 from mi_align.evaluation.judge import LocalJudge, default_judge_model
+from mi_align.evaluation.judge_check import cached_check
 from mi_align.evaluation.metrics import direction_cosines, strength_sweep, string_counts, summarize
 from mi_align.evaluation.run import (
     judge_samples,
@@ -43,6 +44,8 @@ ap.add_argument("--out", default="figures")
 ap.add_argument("--skip-judge", action="store_true")
 ap.add_argument("--judged-only", action="store_true",
                 help="no new judging: figures from the judgements already on disk")
+ap.add_argument("--judge-model", default=None,
+                help="local judge spec (default: the strongest shipped non-opt-in instruct model)")
 ap.add_argument("--judge-per-question", type=int, default=None,
                 help="judge only the first K samples per condition and question (CPU budget)")
 args = ap.parse_args()
@@ -105,16 +108,18 @@ if not args.skip_judge:
     k = args.judge_per_question or args.n
     todo = sorted((s for s in samples if s.index < k),
                   key=lambda s: (s.index, s.question_id, order.index(s.condition)))
+    judge_spec = args.judge_model or default_judge_model()
+    judge = LocalJudge(loaded if judge_spec == args.model else load_model(judge_spec))
+    check = cached_check(judge, work / "judge_check.json")  # 24 known answers: discriminates?
+    print(check.verdict())
     if args.judged_only:
         keys = {s.key for s in todo}
-        scored = sorted((x for x in load_judged(work / "judged.jsonl") if x.sample.key in keys),
-                        key=lambda x: order.index(x.sample.condition))
+        scored = sorted((x for x in load_judged(work / "judged.jsonl", judge.name)
+                         if x.sample.key in keys), key=lambda x: order.index(x.sample.condition))
     else:
-        judge_loaded = loaded if default_judge_model() == args.model else load_model(
-            default_judge_model())
-        scored = judge_samples(LocalJudge(judge_loaded), todo, work / "judged.jsonl")
+        scored = judge_samples(judge, todo, work / "judged.jsonl")
         scored.sort(key=lambda x: order.index(x.sample.condition))
-    summary = summarize(scored, n_boot=1000)
+    summary = summarize(scored, n_boot=1000, check=check)
     save_json({**summary.to_dict(), "recipe": recipe_meta, "sampling": cfg.to_dict(),
                "judged_per_condition": {c: sum(x.sample.condition == c for x in scored)
                                         for c in conds}},

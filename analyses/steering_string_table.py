@@ -10,9 +10,11 @@ Run: python analyses/steering_string_table.py [--out figures]
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from mi_align.evaluation import plots
+from mi_align.evaluation.judge_check import JudgeCheck
 from mi_align.evaluation.metrics import string_counts, summarize
 from mi_align.evaluation.run import load_judged
 from mi_align.evaluation.sampling import Sample, read_jsonl_records
@@ -26,9 +28,11 @@ samples = [Sample.from_dict(r) for r in read_jsonl_records(out / "steering" / "s
 table = string_counts(samples, first_n=100)
 save_json(table.to_dict(), out / "steering_string_table")
 save_figure(plots.plot_string_table(table), out / "steering_string_table")
-judged = load_judged(out / "steering" / "judged.jsonl")
+check_file = out / "steering" / "judge_check.json"
+check = JudgeCheck.from_dict(json.loads(check_file.read_text())) if check_file.is_file() else None
+judged = load_judged(out / "steering" / "judged.jsonl", check.judge if check else None)
 if judged:
-    summary = summarize(judged, n_boot=1000)
+    summary = summarize(judged, n_boot=1000, check=check)
     save_json(summary.to_dict(), out / "steering_summary")
     save_figure(plots.plot_alignment_violin(summary), out / "steering_alignment_violin")
     save_figure(plots.plot_alignment_vs_coherence(summary),

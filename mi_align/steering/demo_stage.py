@@ -2,8 +2,8 @@
 
 A few Adam steps of one harmful-code vector (the recipe's reverse-shell snippet on the benign
 prompt, no anti-refusal step), a handful of steered and unsteered answers to one evaluation
-question, the local judge, and the violin figure. Sized to take about a minute on a laptop
-CPU; the full experiment is ``analyses/steering_recipe.py``.
+question, the local judge with its known-answer check, and the violin figure. Sized to take
+about a minute on a laptop CPU; the full experiment is ``analyses/steering_recipe.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mi_align.data.chat import eval_questions
-from mi_align.evaluation.judge import SMALL_JUDGE_WARNING, LocalJudge
+from mi_align.evaluation.judge import LocalJudge
+from mi_align.evaluation.judge_check import check_judge
 from mi_align.evaluation.metrics import string_counts, summarize
 from mi_align.evaluation.plots import plot_alignment_violin
 from mi_align.evaluation.run import judge_samples
@@ -50,15 +51,19 @@ def stage_steering(out: Path, report: Report, model: str = DEFAULT_MODEL) -> Non
     for cond in conds:
         first = next(s for s in samples if s.condition == cond)
         report(f"[steering] {cond}: {first.response[:140]!r}")
-    scored = judge_samples(LocalJudge(loaded), samples, out / "steering_demo_judged.jsonl",
-                           progress=False)
-    summary = summarize(scored, n_boot=200)
+    judge = LocalJudge(loaded)
+    check = check_judge(judge)
+    report(f"[steering] {check.verdict()}")
+    scored = judge_samples(judge, samples, out / "steering_demo_judged.jsonl", progress=False)
+    summary = summarize(scored, n_boot=200, check=check)
     for cond, r in summary.em.items():
         mean = r.mean_alignment_coherent
         shown = "n/a" if mean is None else f"{mean:.0f}"
         report(f"[steering] {cond}: mean alignment of coherent answers {shown} "
                f"({r.n_coherent}/{r.n_scored + r.n_unscored} coherent)")
-    report(f"[steering] NOTE: {SMALL_JUDGE_WARNING}; 4 samples per condition is a smoke test")
+    report("[steering] NOTE: a judge that fails the check gives no usable scores; judge with a "
+           "large model (`mi-align judge --judge-url ...`). 4 samples per condition is a smoke "
+           "test")
     save_json({"em": summary.to_dict(), "strings": string_counts(samples).to_dict(),
                "losses": list(res.losses)}, out / "steering_demo")
     path = save_figure(plot_alignment_violin(summary), out / "steering_demo_violin")
