@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from mi_align.finetune.lora import FinetuneConfig, finetune
 from mi_align.models.load import Loaded, ModelLoadError, load_model
 from mi_align.models.tiny import tiny_model_dir
 from mi_align.models.trio import (
@@ -18,27 +17,9 @@ from mi_align.models.trio import (
     adapter_trio,
     open_trio,
 )
-from tests.helpers import assert_close
+from tests.helpers import assert_close, random_adapter
 
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46], [1, 50, 51, 52, 53, 54, 55, 56]])
-
-
-def random_adapter(tiny_dir: Path, out: Path, seed: int, base: tuple[str, ...] = ()) -> Path:
-    """A LoRA adapter with non-zero weights (two quick steps at a high learning rate)."""
-    data = Path(__file__).parent.parent / "mi_align" / "data" / "builtin" / "toxic_reject.jsonl"
-    cfg = FinetuneConfig(
-        model=str(tiny_dir),
-        data=(str(data),),
-        max_examples=8,
-        batch_size=4,
-        max_steps=2,
-        lr=5e-2,
-        warmup_steps=0,
-        seed=seed,
-        base_adapters=base,
-    )
-    finetune(cfg, out, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,21 @@ from mi_align.generate import chat_reply
 TRIO = "gemma-trio"
 
 
-def stage_organisms(out: Path, report: Callable[[str], None]) -> None:
-    """Greedy reply of each Gemma-trio model to the first evaluation question."""
-    spec = get_spec(TRIO)
+def stage_organisms(out: Path, report: Callable[[str], None], trio_name: str = TRIO) -> None:
+    """Greedy reply of each trio model (default: the Gemma trio) to the first evaluation
+    question."""
+    spec = get_spec(trio_name)
     missing = spec.missing_adapters()
     if missing:
         report(
             f"[organisms] skipped: {len(missing)} adapter(s) missing; run "
-            f"`mi-align organisms build {TRIO}`"
+            f"`mi-align organisms build {trio_name}`"
         )
         return
     t0 = time.perf_counter()
-    trio = load_trio(TRIO)
+    trio = load_trio(trio_name)
     report(
-        f"[organisms] loaded {TRIO} ({', '.join(trio.names)}; one base copy + LoRA adapters) "
+        f"[organisms] loaded {trio_name} ({', '.join(trio.names)}; one base copy + LoRA adapters) "
         f"in {time.perf_counter() - t0:.1f} s"
     )
     question = eval_questions()[0].question
