@@ -1,19 +1,16 @@
 """Activation geometry: cosines of per-example mean response activations (instruct, middle
-layer), insecure vs educational; cosine blocks and permutation p-value.
+layer), insecure vs educational, centred (raw cosines on gemma-3-270m are all 0.9988: one
+shared direction dominates); cosine blocks and permutation p-value.
 
-Run: python analyses/erosion_activation_similarity.py [TRIO]   (default gemma-trio; writes figures/erosion_*.html + .json)
+Run: python analyses/erosion_activation_similarity.py [TRIO]   (default gemma-trio → figures/; any other trio → figures/<trio>/)
 """
 
 import sys
-from pathlib import Path
 
-from mi_align.erosion.cli import resolve_trio
-from mi_align.erosion.registry import run_analysis, write_outputs
+from mi_align.erosion.registry import DEFAULT_TRIO, run_and_write
 
-TRIO = sys.argv[1] if len(sys.argv) > 1 else "gemma-trio"
-OVERRIDES = {}
+TRIO = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_TRIO
+OVERRIDES = {"center": "true"}
 
-outputs = run_analysis("activation-similarity", resolve_trio(TRIO), overrides=OVERRIDES)
-meta = {"analysis": "activation-similarity", "trio": TRIO, "overrides": OVERRIDES}
-for path in write_outputs(outputs, Path("figures"), meta):
+for path in run_and_write("activation-similarity", TRIO, OVERRIDES):
     print(path)

@@ -1,19 +1,15 @@
 """Erosion paper Fig. 6: top-8 SVD directions of (instruct − base) last-token differences at the
 final hidden state, insecure code vs toxic; signed cosines, best matches, random-subspace null.
 
-Run: python analyses/erosion_svd.py [TRIO]   (default gemma-trio; writes figures/erosion_*.html + .json)
+Run: python analyses/erosion_svd.py [TRIO]   (default gemma-trio → figures/; any other trio → figures/<trio>/)
 """
 
 import sys
-from pathlib import Path
 
-from mi_align.erosion.cli import resolve_trio
-from mi_align.erosion.registry import run_analysis, write_outputs
+from mi_align.erosion.registry import DEFAULT_TRIO, run_and_write
 
-TRIO = sys.argv[1] if len(sys.argv) > 1 else "gemma-trio"
+TRIO = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_TRIO
 OVERRIDES = {}
 
-outputs = run_analysis("svd", resolve_trio(TRIO), overrides=OVERRIDES)
-meta = {"analysis": "svd", "trio": TRIO, "overrides": OVERRIDES}
-for path in write_outputs(outputs, Path("figures"), meta):
+for path in run_and_write("svd", TRIO, OVERRIDES):
     print(path)

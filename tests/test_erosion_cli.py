@@ -67,3 +67,16 @@ def test_parse_overrides_types() -> None:
     assert parse_overrides(ProjectionConfig, {"layers": "none"}).layers is None
     with pytest.raises(ValueError, match="no field"):
         parse_overrides(ProjectionConfig, {"k": "3"})
+
+
+def test_scripts_helper_writes_per_trio_folders(setup, tmp_path: Path) -> None:
+    from mi_align.erosion.registry import figure_dir, run_and_write
+
+    spec, _, _ = setup
+    assert figure_dir("gemma-trio", tmp_path) == tmp_path
+    assert figure_dir("smollm2-pair", tmp_path) == tmp_path / "smollm2-pair"
+    paths = run_and_write("next-token", spec, {"top_k": "3"}, root=tmp_path)
+    assert paths == [tmp_path / "custom" / "erosion_next_token.html"]
+    numbers = json.loads((tmp_path / "custom" / "erosion_next_token.json").read_text())
+    assert numbers["trio"] == spec and numbers["overrides"] == {"top_k": "3"}
+    assert all(len(top) == 3 for top in numbers["top"].values())

@@ -227,3 +227,28 @@ def write_outputs(outputs: Sequence[Output], out_dir: Path, meta: Mapping[str, A
         paths.append(save_figure(out.figure, out_dir / out.stem))
         save_json({**meta, **out.numbers}, out_dir / out.stem)
     return paths
+
+
+DEFAULT_TRIO = "gemma-trio"
+
+
+def figure_dir(trio: str, root: Path = Path("figures")) -> Path:
+    """Where a script's outputs go: ``figures/`` for the default trio, ``figures/<trio>/``
+    for any other trio name or TOML, ``figures/custom/`` for ``variant=SPEC,...`` (so runs
+    on two trios never overwrite each other)."""
+    if trio == DEFAULT_TRIO:
+        return root
+    return root / ("custom" if "=" in trio else Path(trio).stem)
+
+
+def run_and_write(
+    name: str, trio: str, overrides: Mapping[str, str] | None = None, root: Path = Path("figures")
+) -> list[Path]:
+    """What every ``analyses/erosion_*.py`` script does: load ``trio`` (a shipped name, TOML or
+    ``variant=SPEC,...``), run ``name`` with its default data, write figures + JSON under
+    :func:`figure_dir`; returns the figure paths."""
+    from mi_align.erosion.cli import resolve_trio
+
+    outputs = run_analysis(name, resolve_trio(trio), overrides=overrides)
+    meta = {"analysis": name, "trio": trio, "overrides": dict(overrides or {})}
+    return write_outputs(outputs, figure_dir(trio, root), meta)
