@@ -31,12 +31,26 @@ from torch import Tensor
 
 
 def cosine_matrix(
-    x: Float[Tensor, "example _"], eps: float = 1e-12
+    x: Float[Tensor, "example _"] | Sequence[Float[Tensor, " _"]],
+    eps: float = 1e-12,
+    chunk: int = 1 << 20,
 ) -> Float[Tensor, "example example"]:
-    """Pairwise cosine similarities of the rows of ``x`` (zero rows give 0)."""
-    x = x.to(torch.float64)
-    unit = x / x.norm(dim=1, keepdim=True).clamp_min(eps)
-    return (unit @ unit.T).to(torch.float32)
+    """Pairwise cosine similarities of the rows of ``x`` (zero rows give 0).
+
+    ``x`` may also be a sequence of 1-D rows (no stacked copy is made). The Gram matrix is
+    accumulated in float64 over column chunks of ``chunk``, so the extra memory is
+    O(rows × chunk) however wide the rows are (per-example gradients of all parameters)."""
+    rows = list(x) if not isinstance(x, Tensor) else list(x.unbind(0))
+    if not rows:
+        return torch.zeros(0, 0)
+    width = rows[0].numel()
+    gram = torch.zeros(len(rows), len(rows), dtype=torch.float64, device=rows[0].device)
+    for start in range(0, width, chunk):
+        block = torch.stack([r.reshape(-1)[start : start + chunk] for r in rows])
+        block = block.to(torch.float64)
+        gram += block @ block.T
+    norms = gram.diagonal().sqrt().clamp_min(eps)
+    return (gram / norms[:, None] / norms[None, :]).to(torch.float32)
 
 
 def cross_cosine(

@@ -36,6 +36,18 @@ def test_cosine_matrix_matches_loop() -> None:
     assert abs(cross[2, 4] - _cos(x[2], y[4])) < 1e-6
 
 
+def test_cosine_matrix_of_wide_rows_in_chunks_and_as_a_list() -> None:
+    # Chunk sizes that do and do not divide the width, a list of rows, and a zero row.
+    x = torch.randn(5, 1001)
+    x[3] = 0
+    whole = cosine_matrix(x, chunk=10**6)
+    for chunk in (7, 100, 1001):
+        torch.testing.assert_close(cosine_matrix(x, chunk=chunk), whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(cosine_matrix(list(x), chunk=64), whole, atol=1e-6, rtol=0)
+    assert float(whole[3].abs().max()) == 0.0
+    assert abs(whole[0, 1] - _cos(x[0], x[1])) < 1e-6
+
+
 def test_masked_cosine_uses_common_positions_only() -> None:
     x = torch.randn(5, 7)
     lengths = [7, 3, 5, 1, 6]

@@ -152,7 +152,7 @@ def gradient_geometry(trio: Trio, groups: Groups, config: GradientConfig | None 
     if exact:
         order = sorted(exact)
         error = cosine_error(cosine_matrix(feats[order]),
-                             cosine_matrix(torch.stack([exact[i] for i in order])))
+                             cosine_matrix([exact[i] for i in order]))
         logger.info("sketch k=%d: cosine error on %d exact examples %s", cfg.sketch_dim,
                     len(order), error)
     if cfg.center:
