@@ -268,3 +268,17 @@ def test_judge_samples_resumes_and_matches_direct_judging(tiny, tmp_path) -> Non
     direct = judge_responses(judge, [(s.question, s.response) for s in samples])
     assert [x.judgement for x in both] == direct
     assert [x.sample for x in load_judged(tmp_path / "j.jsonl")] == samples
+
+
+def test_judge_check_only_cli_over_http(tiny_server, tmp_path, capsys) -> None:
+    from mi_align.cli import main
+    from mi_align.evaluation.judge_check import CHECK_ANSWERS
+
+    out = tmp_path / "check.json"
+    rc = main(["judge", "--check-only", "--judge-url", tiny_server, "--judge-name", "tiny",
+               "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert len(saved["rows"]) == 3 * len(CHECK_ANSWERS)
+    assert rc == (0 if saved["passes"] else 1)
+    assert ("PASSED" if saved["passes"] else "FAILED") in capsys.readouterr().out
+    assert saved["judge"] == f"openai:tiny@{tiny_server}"

@@ -164,6 +164,18 @@ def _judge(args: argparse.Namespace) -> int:
     from mi_align.evaluation.run import judge_samples
     from mi_align.evaluation.sampling import Sample, read_jsonl_records
 
+    if args.check_only:
+        from mi_align.evaluation.judge_check import check_judge
+
+        check = check_judge(_judge_backend(args))
+        if args.out:
+            from mi_align.plotting import save_json
+
+            save_json(check.to_dict(), Path(args.out).with_suffix(""))
+        print(check.verdict())
+        return 0 if check.passes else 1
+    if not args.samples or not args.out:
+        raise SystemExit("error: mi-align judge needs --samples and --out (or --check-only)")
     samples = [Sample.from_dict(r) for r in read_jsonl_records(Path(args.samples))]
     if not samples:
         raise SystemExit(f"error: {args.samples}: no samples")
@@ -248,6 +260,9 @@ def register(subparsers: Any) -> None:
 
     judge = subparsers.add_parser("judge", help="score a samples JSONL with any judge backend")
     _add_judge(judge)
-    judge.add_argument("--samples", required=True, help="JSONL written by `steer eval`")
-    judge.add_argument("--out", required=True, help="judged JSONL (resumes if present)")
+    judge.add_argument("--samples", help="JSONL written by `steer eval`")
+    judge.add_argument("--out", help="judged JSONL (resumes if present); with --check-only, "
+                       "where to write the check's JSON")
+    judge.add_argument("--check-only", action="store_true",
+                       help="only score the 24 known-answer responses; exit 1 if the judge fails")
     judge.set_defaults(func=_guard(_judge))
