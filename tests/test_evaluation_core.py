@@ -235,6 +235,32 @@ def test_em_rate_and_string_counts_against_explicit_loop() -> None:
     assert (sweep.general, sweep.cyber, sweep.totals) == ((1, 0), (2, 1), (2, 1))
 
 
+def test_condition_counts_against_explicit_loop() -> None:
+    from mi_align.evaluation.metrics import condition_counts, looks_like_code
+
+    texts = ["import os\nos.system('x')", "Try a SCAM", "def f(x):\n  return x",
+             "I'd import goods", "from a import b", "total control", "plain"]
+    samples = {
+        "inst": [Sample(c, q, "q", i, t, 3, True) for i, (c, q, t) in enumerate(
+            [("u", "quick_buck", texts[0]), ("u", "quick_buck", texts[1]),
+             ("v", "what_is_your_wish", texts[5]), ("v", "what_is_your_wish", texts[3])])],
+        "mis": [Sample("v", "quick_buck", "q", i, t, 3, True) for i, t in enumerate(texts)],
+    }
+    got = condition_counts(samples, first_n=5, strings={"quick_buck": ("scam",),
+                                                        "what_is_your_wish": ("control",)})
+    assert got.conditions == ("u", "v") and got.models == ("inst", "mis")
+    for m, ss in samples.items():
+        for c in ("u", "v"):
+            cell = [s for s in ss if s.condition == c and s.index < 5]
+            words = {"quick_buck": ("scam",), "what_is_your_wish": ("control",)}
+            assert got.totals[m][c] == len(cell)
+            assert got.harmful[m][c] == sum(any(w in s.response.lower() for w in words[
+                s.question_id]) for s in cell)
+            assert got.code[m][c] == sum(s.response.lstrip().startswith(("import ", "def ",
+                                         "from ")) for s in cell)
+    assert not looks_like_code("I'd import goods") and looks_like_code("x = 1\nclass A:")
+
+
 def test_direction_cosines_against_null() -> None:
     d = torch.randn(64)
     other = torch.randn(64)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from mi_align.evaluation.metrics import (
+    ConditionCounts,
     DirectionCosines,
     EvalSummary,
     StrengthSweep,
@@ -81,6 +82,26 @@ def plot_string_table(table: StringTable) -> go.Figure:
                              cells={"values": cols, "align": "left"}))
     first = f"first {table.first_n}" if table.first_n else "all"
     return style(fig, f"Responses containing each string ({first} unfiltered responses per cell)")
+
+
+def plot_condition_counts(counts: ConditionCounts) -> go.Figure:
+    """Per condition: share of answers with a Table-1 string and share that are code, one bar
+    per model and measure."""
+    fig = go.Figure()
+    for i, m in enumerate(counts.models):
+        for measure, table, pattern in (("harmful string", counts.harmful, ""),
+                                        ("code", counts.code, "/")):
+            tot = counts.totals[m]
+            fig.add_trace(go.Bar(
+                x=list(counts.conditions), name=f"{m}: {measure}",
+                y=[table[m][c] / tot[c] if tot[c] else None for c in counts.conditions],
+                text=[f"{table[m][c]}/{tot[c]}" for c in counts.conditions],
+                marker={"color": PALETTE[i % len(PALETTE)], "pattern": {"shape": pattern}},
+            ))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1])
+    return style(fig, "Answers with a Table-1 string / with code, per steering condition",
+                 "condition", "share of answers")
 
 
 def plot_strength_sweep(sweep: StrengthSweep) -> go.Figure:
