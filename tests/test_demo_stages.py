@@ -41,8 +41,8 @@ def test_organism_and_erosion_stages_report_what_they_wrote(tiny_dir: Path, tmp_
     replies = [ln for ln in lines if re.match(r"\[organisms\] (base|instruct|misaligned) *:", ln)]
     assert len(replies) == 3
 
-    proj = json.loads((out / "erosion_projection.json").read_text())
-    assert (out / "erosion_projection.html").is_file()
+    proj = json.loads((out / "erosion_demo_projection.json").read_text())
+    assert (out / "erosion_demo_projection.html").is_file()
     assert proj["models"] == ["base", "instruct", "misaligned"] and proj["n_eval"] == 8
     rel_line = next(ln for ln in lines if "between base (0) and instruct (1)" in ln)
     shown = re.findall(r"L(\d+): ([+-]\d+\.\d+)", rel_line)
@@ -51,7 +51,7 @@ def test_organism_and_erosion_stages_report_what_they_wrote(tiny_dir: Path, tmp_
         expected = proj["relative_misaligned"][proj["layers"].index(int(layer))]
         assert abs(expected - float(value)) <= 0.005
 
-    joint = json.loads((out / "erosion_logprobs.json").read_text())["joint"]
+    joint = json.loads((out / "erosion_demo_logprobs.json").read_text())["joint"]
     joint_line = next(ln for ln in lines if "joint log-prob" in ln)
     for model, value in joint.items():
         assert f"{model} {value:.1f}" in joint_line

@@ -2,20 +2,28 @@
 
 The layerwise projection on 16 insecure-code conversations (direction fitted on 8, projected
 on the other 8) and the per-token log-prob heatmap of the paper's wish example; both figures
-and their numbers go to the demo's output folder. Skipped with a note when the trio's adapters
+and their numbers go to the demo's output folder as ``erosion_demo_*`` (the full runs
+write ``erosion_*``). Skipped with a note when the trio's adapters
 are missing (``mi-align organisms build gemma-trio``). The full analyses run with
 ``mi-align analyze NAME``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mi_align.erosion.registry import run_analysis, write_outputs
+from mi_align.erosion.registry import Output, run_analysis, write_outputs
 
 TRIO = "gemma-trio"
+
+
+def _demo_stems(outputs: list[Output]) -> list[Output]:
+    # erosion_demo_*: the demo's small runs never overwrite the full analyses' figures.
+    return [dataclasses.replace(o, stem=o.stem.replace("erosion_", "erosion_demo_", 1))
+            for o in outputs]
 
 
 def stage_erosion(out: Path, report: Callable[[str], None], trio_name: str = TRIO) -> None:
@@ -30,7 +38,7 @@ def stage_erosion(out: Path, report: Callable[[str], None], trio_name: str = TRI
     t0 = time.perf_counter()
     trio = load_trio(trio_name)
     meta = {"trio": trio_name, "demo": True}
-    proj = run_analysis("projection", trio, limit=16, overrides={"n_null": "100"})
+    proj = _demo_stems(run_analysis("projection", trio, limit=16, overrides={"n_null": "100"}))
     for path in write_outputs(proj, out, {**meta, "analysis": "projection"}):
         report(f"[erosion] wrote {path}")
     numbers = proj[0].numbers
@@ -43,7 +51,7 @@ def stage_erosion(out: Path, report: Callable[[str], None], trio_name: str = TRI
             for i in picks)
         report(f"[erosion] misaligned between base (0) and instruct (1) on the held-out "
                f"projection: {shown}")
-    lp = run_analysis("logprobs", trio)
+    lp = _demo_stems(run_analysis("logprobs", trio))
     for path in write_outputs(lp, out, {**meta, "analysis": "logprobs"}):
         report(f"[erosion] wrote {path}")
     joint = lp[0].numbers["joint"]
