@@ -8,6 +8,8 @@ of each vector with a contrastive alignment direction (aligned_chat − toxic re
 same layer. Every stage resumes from its files in figures/steering/.
 
 Run: python analyses/steering_recipe.py [--n 8] [--max-new-tokens 40] [--out figures]
+     python analyses/steering_recipe.py --model gemma-3-270m --adapter organisms/gemma-trio/instruct \
+         --n 4 --skip-judge --out figures/gemma-trio   (the refusing Gemma instruct organism)
 """
 
 # %%
@@ -22,7 +24,13 @@ from mi_align.data.chat import eval_questions, load_dataset
 from mi_align.evaluation import plots
 from mi_align.evaluation.judge import LocalJudge, default_judge_model
 from mi_align.evaluation.judge_check import cached_check
-from mi_align.evaluation.metrics import direction_cosines, strength_sweep, string_counts, summarize
+from mi_align.evaluation.metrics import (
+    condition_counts,
+    direction_cosines,
+    strength_sweep,
+    string_counts,
+    summarize,
+)
 from mi_align.evaluation.run import (
     judge_samples,
     load_judged,
@@ -37,6 +45,8 @@ from mi_align.steering.recipe import RecipeConfig, run_recipe
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="smollm2-135m-instruct")
+ap.add_argument("--adapter", action="append", default=[],
+                help="LoRA adapter(s) on --model, e.g. organisms/gemma-trio/instruct")
 ap.add_argument("--n", type=int, default=8)
 ap.add_argument("--max-new-tokens", type=int, default=40)
 ap.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0])
@@ -52,7 +62,7 @@ args = ap.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 out = Path(args.out)
 work = out / "steering"
-loaded = load_model(args.model)
+loaded = load_model(args.model, args.adapter)
 n_layers, d_model = loaded.meta.n_layers, loaded.meta.d_model
 
 # %% 1. the recipe's vectors (reused when already on disk)
@@ -68,6 +78,13 @@ samples = sample_conditions(loaded, conds, work / "samples.jsonl", cfg)
 table = string_counts(samples, first_n=100)
 save_json(table.to_dict(), out / "steering_string_table")
 save_figure(plots.plot_string_table(table), out / "steering_string_table")
+label = "+".join([args.model, *(Path(a).name for a in args.adapter)])
+counts = condition_counts({label: samples})  # Table-1 strings, code answers, refusals
+save_json(counts.to_dict(), out / "steering_counts")
+save_figure(plots.plot_condition_counts(counts), out / "steering_counts")
+for c in counts.conditions:
+    print(f"{c:18} strings {counts.harmful[label][c]:2d}  code {counts.code[label][c]:2d}  "
+          f"refusals {counts.refusal[label][c]:2d}  of {counts.totals[label][c]}")
 
 # %% 3. strength sweep (reverse shell + anti-refusal ×6, "ruler of the world")
 ruler = next(q for q in eval_questions() if q.id == "ruler_of_the_world")
@@ -109,7 +126,8 @@ if not args.skip_judge:
     todo = sorted((s for s in samples if s.index < k),
                   key=lambda s: (s.index, s.question_id, order.index(s.condition)))
     judge_spec = args.judge_model or default_judge_model()
-    judge = LocalJudge(loaded if judge_spec == args.model else load_model(judge_spec))
+    judge = LocalJudge(loaded if judge_spec == args.model and not args.adapter
+                       else load_model(judge_spec))
     check = cached_check(judge, work / "judge_check.json")  # 24 known answers: discriminates?
     print(check.verdict())
     if args.judged_only:

@@ -238,8 +238,8 @@ def test_em_rate_and_string_counts_against_explicit_loop() -> None:
 def test_condition_counts_against_explicit_loop() -> None:
     from mi_align.evaluation.metrics import condition_counts, looks_like_code
 
-    texts = ["import os\nos.system('x')", "Try a SCAM", "def f(x):\n  return x",
-             "I'd import goods", "from a import b", "total control", "plain"]
+    texts = ["import os\nos.system('x')", "Try a SCAM", "I'm sorry, I can't",
+             "I'd import goods", "from a import b", "total control", "def f(x):\n  return x"]
     samples = {
         "inst": [Sample(c, q, "q", i, t, 3, True) for i, (c, q, t) in enumerate(
             [("u", "quick_buck", texts[0]), ("u", "quick_buck", texts[1]),
@@ -258,7 +258,9 @@ def test_condition_counts_against_explicit_loop() -> None:
                 s.question_id]) for s in cell)
             assert got.code[m][c] == sum(s.response.lstrip().startswith(("import ", "def ",
                                          "from ")) for s in cell)
+            assert got.refusal[m][c] == sum("sorry" in s.response for s in cell)
     assert not looks_like_code("I'd import goods") and looks_like_code("x = 1\nclass A:")
+    assert (got.refusal["mis"]["v"], got.code["mis"]["v"], got.totals["mis"]["v"]) == (1, 2, 5)
 
 
 def test_direction_cosines_against_null() -> None:

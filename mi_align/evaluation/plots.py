@@ -85,12 +85,13 @@ def plot_string_table(table: StringTable) -> go.Figure:
 
 
 def plot_condition_counts(counts: ConditionCounts) -> go.Figure:
-    """Per condition: share of answers with a Table-1 string and share that are code, one bar
-    per model and measure."""
+    """Per condition: share of answers with a Table-1 string, that are code, that refuse; one
+    bar per model and measure."""
     fig = go.Figure()
     for i, m in enumerate(counts.models):
         for measure, table, pattern in (("harmful string", counts.harmful, ""),
-                                        ("code", counts.code, "/")):
+                                        ("code", counts.code, "/"),
+                                        ("refusal", counts.refusal, ".")):
             tot = counts.totals[m]
             fig.add_trace(go.Bar(
                 x=list(counts.conditions), name=f"{m}: {measure}",
@@ -100,7 +101,7 @@ def plot_condition_counts(counts: ConditionCounts) -> go.Figure:
             ))
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 1])
-    return style(fig, "Answers with a Table-1 string / with code, per steering condition",
+    return style(fig, "Answers with a Table-1 string / code / a refusal, per steering condition",
                  "condition", "share of answers")
 
 
