@@ -14,16 +14,15 @@ from pathlib import Path
 
 from mi_align.data.chat import (
     BUILTIN_DIR,
-    DatasetError,
     builtin_names,
     eval_questions,
     load_dataset,
     load_jsonl,
 )
 from mi_align.erosion import cli as erosion_cli
+from mi_align.errors import MiAlignError, redact
 from mi_align.finetune import cli as finetune_cli
-from mi_align.models.fetch import FetchError, dir_size_mib, fetch_model, is_fetched, model_dir
-from mi_align.models.load import ModelLoadError
+from mi_align.models.fetch import dir_size_mib, fetch_model, is_fetched, model_dir
 from mi_align.models.registry import DEFAULT_MODEL, REGISTRY, get_spec
 from mi_align.steering import cli as steering_cli
 
@@ -148,9 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (DatasetError, FetchError, ModelLoadError, KeyError) as exc:
+    except MiAlignError as exc:
+        logging.getLogger(__name__).debug("traceback", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to resume where it can", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
+        logging.getLogger(__name__).debug("traceback", exc_info=True)
+        print(f"error: unexpected {type(exc).__name__}: {redact(str(exc))}; "
+              "rerun with -v for the traceback and report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

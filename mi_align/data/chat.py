@@ -17,11 +17,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mi_align.errors import InputError
+
 ROLES = frozenset({"system", "user", "assistant"})
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """Malformed chat data; the message names file and line."""
 
 

@@ -42,6 +42,7 @@ from mi_align.data.chat import Message
 from mi_align.data.tokenize import encode_prompt
 from mi_align.models.load import Loaded
 from mi_align.models.registry import REGISTRY
+from mi_align.errors import RunFailure
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class LocalJudge:
         return out
 
 
-class JudgeHTTPError(RuntimeError):
+class JudgeHTTPError(RunFailure):
     """The judge endpoint failed or answered without logprobs."""
 
 

@@ -35,13 +35,14 @@ from mi_align.data.tokenize import encode_prompt
 from mi_align.generate import generate_rows
 from mi_align.models.load import Loaded
 from mi_align.steering.vector import SteeringVector, apply_steering
+from mi_align.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 BE_BRIEF = " Be brief."
 
 
-class SamplingError(ValueError):
+class SamplingError(InputError):
     """A sample file does not match this run (other settings) or is corrupt mid-file."""
 
 

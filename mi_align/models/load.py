@@ -30,13 +30,16 @@ from typing import Any
 
 import torch
 
+from mi_align.errors import MiAlignError
 from mi_align.models.fetch import fetch_model, is_fetched, model_dir
 from mi_align.models.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(MiAlignError, RuntimeError):
+    exit_code = 2
+
     """A model spec could not be resolved or loaded."""
 
 

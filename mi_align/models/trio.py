@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from mi_align.errors import InputError
 from mi_align.models.load import (
     Loaded,
     ModelLoadError,
@@ -56,7 +57,7 @@ VARIANTS = ("base", "instruct", "misaligned")
 T = TypeVar("T")
 
 
-class TrioMismatchError(ValueError):
+class TrioMismatchError(InputError):
     """The models of a trio cannot be compared position by position."""
 
 
@@ -154,7 +155,7 @@ def _fixed(loaded: Loaded) -> Iterator[Loaded]:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class TrioSpecError(ValueError):
+class TrioSpecError(InputError):
     """A trio TOML file is malformed; the message names the file and the key."""
 
 

@@ -38,6 +38,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mi_align.errors import InputError
+
 Operator = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``op(act, vector, mask) -> act'``: act ``(batch, pos, d_model)``, vector ``(d_model,)``
 already scaled by the strength, mask ``(pos,)`` or ``(batch, pos)`` bool selecting the steered
@@ -72,7 +74,7 @@ def clamp() -> Operator:
 OPERATORS: dict[str, Callable[[], Operator]] = {"add": additive, "clamp": clamp}
 
 
-class SteeringVectorError(ValueError):
+class SteeringVectorError(InputError):
     """A steering vector does not fit the model or its file is malformed."""
 
 
