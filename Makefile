@@ -8,12 +8,15 @@ STAMP := $(VENV)/.mi_align-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-all lint bench
+.PHONY: demo test test-all test-latest lock lint bench
 
-$(STAMP): pyproject.toml
+# Installs use the exact versions the suite passed with (requirements/constraints.txt).
+CONSTRAINTS := requirements/constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q "$(TORCH_SPEC)"
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	$(BIN)/pip install --disable-pip-version-check -q -c $(CONSTRAINTS) -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +26,23 @@ demo: $(STAMP)
 # Unit tests on tiny random models + the real-model tests marked `ci` (fetches the default model).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow or ci"
+
+# Not in CI: a fresh venv with the newest releases pyproject allows (no constraints), then the
+# same tests, so a breaking release is found by us first. PROBE="transformers==5.24.0" also
+# installs something outside the ranges (e.g. a capped release, to see whether it still breaks).
+# `make lock` rewrites the constraints from the venv that just passed.
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST) && $(PY) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --disable-pip-version-check -q "$(TORCH_SPEC)"
+	$(LATEST)/bin/pip install --disable-pip-version-check -q --upgrade --upgrade-strategy eager -e '.[test]' $(PROBE)
+	$(LATEST)/bin/pip freeze --exclude-editable | grep -Ei '^(transformers|transformer-lens|peft|torch|safetensors|tokenizers)=='
+	$(LATEST)/bin/python -m pytest -q -m "not slow or ci"
+
+lock:
+	$(if $(wildcard $(LATEST)/bin/pip),,$(error run make test-latest first))
+	{ sed -n '1,3p' $(CONSTRAINTS); $(LATEST)/bin/pip freeze --exclude-editable | grep -Eiv '^(torch|nvidia-|triton)'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 # Everything, including all real-model (`slow`) tests.
 test-all: $(STAMP)

@@ -1,9 +1,17 @@
-"""Generation from a loaded model, with token ids built from the chat template.
+"""Generation from a loaded model: mi_align's own KV-cached decoding loop over the bridge.
 
-The bridge prepends BOS when given strings; passing template-built ids avoids a doubled or
-misplaced BOS. Generation stops at the template's end-of-turn token. :func:`generate_rows` is
-the one place that calls ``bridge.generate`` (greedy or seeded sampling, optional attention
-mask for left-padded batches); :func:`chat_reply` is the one-question convenience.
+Why not ``bridge.generate``: TransformerLens reads the HF cache back from the model's output
+object, a private detail that changed under it (transformers 5.24 with transformer-lens 4.3: the
+cache came back empty, so every token after the first was generated without context and SmolLM2
+answered "The-------"). Here the loop owns an HF ``DynamicCache`` (public API), passes it to the
+bridge's documented ``past_key_values`` entry point, and checks after the prompt that the cache
+holds every prompt position; if it does not, :class:`~mi_align.errors.DependencyError` names the
+installed versions instead of producing garbage. CI checks this loop against plain HF
+``generate`` (greedy tokens identical) and against a no-cache loop on the real model.
+
+Token ids are built from the chat template (the bridge would prepend BOS to strings).
+Generation stops at the template's end-of-turn token. Left-padded batches take an attention
+mask; position ids are counted from each row's first real token, as HF ``generate`` does.
 
 Example:
     >>> from mi_align.generate import chat_reply
@@ -13,15 +21,41 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
+from importlib.metadata import version
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from mi_align.data.chat import Message
 from mi_align.data.tokenize import encode_prompt, end_of_turn_id
+from mi_align.errors import DependencyError, InputError, check_finite
 from mi_align.models.load import Loaded
+
+
+def _forward(loaded: Loaded, ids: Tensor, mask: Tensor, positions: Tensor,
+             cache: object | None) -> Float[Tensor, "batch vocab"]:
+    """Next-token logits (float32) after ``ids``; extends ``cache`` in place when given."""
+    logits = loaded.bridge(ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                           return_type="logits", prepend_bos=False)
+    last = logits[:, -1].float()
+    check_finite(last, f"logits of {loaded.meta.spec}",
+                 "the weights or a steering vector hold NaN/inf; run `mi-align models verify`")
+    return last
+
+
+def kv_cache_guard(cache: object, expected: int) -> None:
+    """Raise :class:`DependencyError` if the HF cache did not receive ``expected`` positions."""
+    got = int(cache.get_seq_length())  # type: ignore[attr-defined]
+    if got != expected:
+        raise DependencyError(
+            f"KV cache through the TransformerBridge holds {got} positions after a "
+            f"{expected}-token prompt",
+            f"transformers {version('transformers')} with transformer-lens "
+            f"{version('transformer-lens')} does not fill it, so generation would ignore context",
+            "install the tested versions: pip install -c requirements/constraints.txt -e . "
+            "(see README, Installs and versions)",
+        )
 
 
 def generate_rows(
@@ -31,34 +65,57 @@ def generate_rows(
     temperature: float = 0.0,
     seed: int | None = None,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
+    use_cache: bool = True,
 ) -> list[tuple[list[int], bool]]:
     """Per row: the new tokens before the end-of-turn token, and whether it was reached.
 
-    Greedy when ``temperature == 0``. With a ``seed`` the caller's RNG state is left untouched;
-    without one, sampling draws from (and advances) the global generator.
+    Greedy when ``temperature == 0``, else sampled from ``softmax(logits / temperature)``.
+    With a ``seed`` sampling uses its own generator (the caller's RNG state is untouched);
+    without one it draws from (and advances) the global generator. ``use_cache=False`` runs
+    the whole sequence at every step: the slow reference the cached loop is tested against.
     """
+    from transformers import DynamicCache
+
+    if max_new_tokens < 1:
+        raise InputError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
     stop = end_of_turn_id(loaded.tokenizer)
-    device = loaded.meta.device
-    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
-    with rng, torch.inference_mode():
-        if seed is not None:
-            torch.manual_seed(seed)
-        out = loaded.bridge.generate(
-            ids.to(device),
-            attention_mask=None if attention_mask is None else attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=temperature > 0,
-            temperature=max(temperature, 1e-5),
-            stop_at_eos=True,
-            eos_token_id=stop,
-            prepend_bos=False,
-            return_type="tokens",
-            verbose=False,
-        )
+    device = torch.device(loaded.meta.device)
+    seq = ids.to(device)
+    mask = (torch.ones_like(seq) if attention_mask is None else attention_mask.to(device)).long()
+    gen = None
+    if seed is not None and temperature > 0:
+        gen = torch.Generator(device=device).manual_seed(seed)
+    n = seq.shape[0]
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    new: list[Tensor] = []
+    cache = DynamicCache(config=loaded.bridge.original_model.config) if use_cache else None
+    with torch.inference_mode():
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = _forward(loaded, seq, mask, positions, cache)
+        if cache is not None:
+            kv_cache_guard(cache, seq.shape[1])
+        for step in range(max_new_tokens):
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                token = torch.multinomial(probs, 1, generator=gen)[:, 0]
+            else:
+                token = logits.argmax(-1)
+            token = torch.where(finished, torch.full_like(token, stop), token)
+            new.append(token)
+            finished |= token == stop
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+            if cache is None:
+                seq = torch.cat([seq, token[:, None]], dim=1)
+                logits = _forward(loaded, seq, mask, positions, None)
+            else:
+                logits = _forward(loaded, token[:, None], mask, positions[:, -1:], cache)
     rows = []
-    for row in out[:, ids.shape[1] :].tolist():
-        finished = stop in row
-        rows.append((row[: row.index(stop)] if finished else row, finished))
+    for row in torch.stack(new, dim=1).tolist():
+        finished_row = stop in row
+        rows.append((row[: row.index(stop)] if finished_row else row, finished_row))
     return rows
 
 

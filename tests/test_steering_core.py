@@ -9,6 +9,7 @@ import torch
 
 from mi_align.data.chat import Message
 from mi_align.data.tokenize import encode_prompt, end_of_turn_id
+from mi_align.generate import generate_rows
 from mi_align.steering.losses import (
     TargetLogProbs,
     mixed,
@@ -147,15 +148,11 @@ def test_cached_and_uncached_steered_generation_agree(tiny, positions) -> None:
     sv = SteeringVector(0, torch.randn(32) * 40, positions=positions)
     outs = []
     for cache in (True, False):
-        with apply_steering(tiny.bridge, [sv]), torch.inference_mode():
-            outs.append(tiny.bridge.generate(
-                ids, max_new_tokens=12, do_sample=False, use_past_kv_cache=cache,
-                stop_at_eos=False, prepend_bos=False, return_type="tokens", verbose=False))
-    assert outs[0].tolist() == outs[1].tolist()
-    with torch.inference_mode():
-        plain = tiny.bridge.generate(ids, max_new_tokens=12, do_sample=False, stop_at_eos=False,
-                                     prepend_bos=False, return_type="tokens", verbose=False)
-    assert plain.tolist() != outs[0].tolist()  # the vector does act
+        with apply_steering(tiny.bridge, [sv]):
+            outs.append(generate_rows(tiny, ids, 12, use_cache=cache))
+    assert outs[0] == outs[1]
+    plain = generate_rows(tiny, ids, 12)
+    assert plain != outs[0]  # the vector does act
 
 
 def _examples(tok) -> list[TrainingExample]:

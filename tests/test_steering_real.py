@@ -9,6 +9,7 @@ import torch
 
 from mi_align.data.chat import Message
 from mi_align.data.tokenize import encode_prompt
+from mi_align.generate import generate_rows
 from mi_align.models.load import load_model
 from mi_align.steering.losses import mixed
 from mi_align.steering.optimize import SuffixRunner, example_from_chat, naive_target_logprobs
@@ -51,8 +52,6 @@ def test_cached_and_uncached_steered_generation_agree_on_smollm2(smol) -> None:
     sv = SteeringVector(10, torch.randn(smol.meta.d_model) * 8, positions="prompt")
     outs = []
     for cache in (True, False):
-        with apply_steering(smol.bridge, [sv]), torch.inference_mode():
-            outs.append(smol.bridge.generate(
-                ids, max_new_tokens=10, do_sample=False, use_past_kv_cache=cache,
-                stop_at_eos=False, prepend_bos=False, return_type="tokens", verbose=False))
-    assert outs[0].tolist() == outs[1].tolist()
+        with apply_steering(smol.bridge, [sv]):
+            outs.append(generate_rows(smol, ids, 10, use_cache=cache))
+    assert outs[0] == outs[1]
