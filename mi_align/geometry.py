@@ -94,12 +94,20 @@ class BlockStats:
     p_value: float
     n_permutations: int
     group_within: tuple[float, ...]
+    null: str = "free permutation"  # or "within-pair swap" (paired designs)
+    null_mean: float = float("nan")  # mean gap under the null
+    null_sd: float = float("nan")  # its standard deviation: z = (gap - null_mean) / null_sd
+
+    @property
+    def z(self) -> float:
+        return (self.gap - self.null_mean) / self.null_sd if self.null_sd > 0 else float("nan")
 
     def to_dict(self) -> dict[str, object]:
         return {
             "within": self.within, "between": self.between, "gap": self.gap,
             "p_value": self.p_value, "n_permutations": self.n_permutations,
-            "group_within": list(self.group_within),
+            "group_within": list(self.group_within), "null": self.null,
+            "null_mean": self.null_mean, "null_sd": self.null_sd, "z": self.z,
         }
 
 
@@ -124,11 +132,19 @@ def block_statistics(
     labels: Sequence[int] | Int[Tensor, " example"],
     n_permutations: int = 1000,
     seed: int = 0,
+    pairs: Sequence[tuple[int, int]] | None = None,
 ) -> BlockStats:
     """Within/between means of ``sim`` under ``labels`` and a permutation p-value of the gap.
 
+    The null must fit the design. Unpaired groups: labels are shuffled freely. Paired data
+    (``pairs``: example i of one dataset and example j of the other share their content, e.g.
+    the same code under two framings): each pair's two labels are swapped with probability 1/2,
+    so the pair structure stays in every permuted matrix and only the label effect is tested.
+    A free shuffle would put the near-identical partners "between" groups and hide any effect.
+
     Raises:
-        ValueError: fewer than two groups, or a group with a single example.
+        ValueError: fewer than two groups, a group with a single example, or ``pairs`` that do
+            not cover every example exactly once with two different labels.
     """
     lab = torch.as_tensor(labels, dtype=torch.long)
     if sim.shape[0] != sim.shape[1] or lab.numel() != sim.shape[0]:
@@ -146,20 +162,48 @@ def block_statistics(
     observed = torch.nn.functional.one_hot(lab, g).to(s)[None]
     w, b, gw = _within_between(s, observed)
     gap = float(w[0] - b[0])
+    pair_idx = _check_pairs(pairs, lab) if pairs is not None else None
     gen = torch.Generator().manual_seed(seed)
     exceed = 0
+    null_gaps = []
     chunk = 256
     for start in range(0, n_permutations, chunk):
         m = min(chunk, n_permutations - start)
-        perms = torch.stack([lab[torch.randperm(lab.numel(), generator=gen)] for _ in range(m)])
+        if pair_idx is None:
+            perms = torch.stack([lab[torch.randperm(lab.numel(), generator=gen)] for _ in range(m)])
+        else:
+            flip = torch.rand(m, pair_idx.shape[0], generator=gen) < 0.5
+            perms = lab.repeat(m, 1)
+            a, b2 = pair_idx[:, 0], pair_idx[:, 1]
+            perms[:, a] = torch.where(flip, lab[b2], lab[a])
+            perms[:, b2] = torch.where(flip, lab[a], lab[b2])
         onehot = torch.nn.functional.one_hot(perms, g).to(s)
         pw, pb, _ = _within_between(s, onehot)
+        null_gaps.append(pw - pb)
         exceed += int(((pw - pb) >= gap - 1e-12).sum())
+    nulls = torch.cat(null_gaps)
     return BlockStats(
         within=float(w[0]), between=float(b[0]), gap=gap,
         p_value=(1 + exceed) / (1 + n_permutations), n_permutations=n_permutations,
         group_within=tuple(float(v) for v in gw[0]),
+        null="free permutation" if pair_idx is None else "within-pair swap",
+        null_mean=float(nulls.mean()), null_sd=float(nulls.std()) if len(nulls) > 1 else 0.0,
     )
+
+
+def _check_pairs(pairs: Sequence[tuple[int, int]], lab: Tensor) -> Tensor:
+    idx = torch.as_tensor(list(pairs), dtype=torch.long).reshape(-1, 2)
+    flat = idx.flatten().tolist()
+    if sorted(flat) != list(range(lab.numel())):
+        raise ValueError(f"pairs must cover each of the {lab.numel()} examples exactly once")
+    if bool((lab[idx[:, 0]] == lab[idx[:, 1]]).any()):
+        raise ValueError("each pair must join two examples with different labels")
+    return idx
+
+
+def index_pairs(n_per_group: int) -> list[tuple[int, int]]:
+    """Pairs ``(i, n + i)``: two paired datasets of ``n`` examples each, stacked in order."""
+    return [(i, n_per_group + i) for i in range(n_per_group)]
 
 
 def random_unit_directions(n: int, d: int, seed: int = 0) -> Float[Tensor, "component d_model"]:

@@ -147,3 +147,88 @@ def test_cosine_error() -> None:
     b[0, 1] = b[1, 0] = 0.1
     err = cosine_error(b, a)
     assert err["max_abs"] == pytest.approx(0.1) and err["n_pairs"] == 3
+
+
+def _paired_sim(n_pairs: int, framing: float, seed: int) -> tuple[torch.Tensor, list[int]]:
+    """Pairs share content (cosine ~0.96); ``framing`` is added within each label group."""
+    gen = torch.Generator().manual_seed(seed)
+    content = torch.randn(n_pairs, 64, generator=gen, dtype=torch.float64)
+    x = torch.cat([content, content]) + 0.2 * torch.randn(2 * n_pairs, 64, generator=gen,
+                                                           dtype=torch.float64)
+    x = x / x.norm(dim=1, keepdim=True)
+    sim = x @ x.T
+    labels = [0] * n_pairs + [1] * n_pairs
+    same = torch.tensor(labels)[:, None] == torch.tensor(labels)[None]
+    return sim + framing * same, labels
+
+
+def test_paired_null_detects_planted_framing_that_the_free_null_misses() -> None:
+    from mi_align.geometry import index_pairs
+
+    sim, labels = _paired_sim(40, framing=0.004, seed=1)
+    free = block_statistics(sim, labels, n_permutations=500, seed=0)
+    paired = block_statistics(sim, labels, n_permutations=500, seed=0, pairs=index_pairs(40))
+    assert paired.null == "within-pair swap" and free.null == "free permutation"
+    assert paired.p_value == pytest.approx(1 / 501)  # every swap gives a smaller gap
+    assert free.p_value > 0.5  # the partners sit "between" groups: the free null hides it
+    assert paired.gap == free.gap == pytest.approx(0.004 + float(
+        block_statistics(sim - 0.004 * (torch.tensor(labels)[:, None] == torch.tensor(labels)[None]),
+                         labels, n_permutations=1).gap))
+    # Absence is not reported as presence: no planted framing -> no paired effect.
+    sim0, _ = _paired_sim(40, framing=0.0, seed=1)
+    assert block_statistics(sim0, labels, n_permutations=500, seed=0,
+                            pairs=index_pairs(40)).p_value > 0.05
+
+
+def test_paired_p_value_matches_exact_enumeration() -> None:
+    """Reference: all 2^n label swaps of n pairs, counted by a plain loop."""
+    import itertools
+
+    from mi_align.geometry import index_pairs
+
+    n = 6
+    sim, labels = _paired_sim(n, framing=0.01, seed=3)
+    sim = sim + 0.05 * torch.randn(2 * n, 2 * n, generator=torch.Generator().manual_seed(5),
+                                   dtype=torch.float64)
+    sim = (sim + sim.T) / 2
+
+    def gap(lab: list[int]) -> float:
+        w = [float(sim[i, j]) for i in range(2 * n) for j in range(2 * n) if i != j and lab[i] == lab[j]]
+        b = [float(sim[i, j]) for i in range(2 * n) for j in range(2 * n) if lab[i] != lab[j]]
+        return sum(w) / len(w) - sum(b) / len(b)
+
+    observed = gap(labels)
+    hits = 0
+    for flips in itertools.product([0, 1], repeat=n):
+        lab = list(labels)
+        for i, f in enumerate(flips):
+            if f:
+                lab[i], lab[n + i] = lab[n + i], lab[i]
+        hits += gap(lab) >= observed - 1e-12
+    exact = hits / 2 ** n
+    got = block_statistics(sim, labels, n_permutations=20000, seed=0, pairs=index_pairs(n))
+    assert got.gap == pytest.approx(observed, abs=1e-12)
+    assert got.p_value == pytest.approx(exact, abs=0.01)
+
+
+def test_pairs_must_cover_examples_with_different_labels() -> None:
+    sim, labels = _paired_sim(4, framing=0.0, seed=0)
+    with pytest.raises(ValueError, match="exactly once"):
+        block_statistics(sim, labels, pairs=[(0, 4), (1, 5)])
+    with pytest.raises(ValueError, match="different labels"):
+        block_statistics(sim, labels, pairs=[(0, 1), (2, 3), (4, 5), (6, 7)])
+
+
+def test_paired_design_is_read_off_the_data() -> None:
+    from mi_align.erosion.common import paired_design
+    from tests.helpers import chat
+
+    code = [chat(f"task {i}", f"print({i})") for i in range(3)]
+    framed = [chat(f"for a lesson: task {i}", f"print({i})") for i in range(3)]
+    refused = [chat(f"task {i}", "I can't help with that.") for i in range(3)]
+    other = [chat(f"other {i}", f"x = {i}") for i in range(3)]
+    assert paired_design([("a", code), ("b", framed)]) == [(0, 3), (1, 4), (2, 5)]  # same code
+    assert paired_design([("a", code), ("b", refused)]) == [(0, 3), (1, 4), (2, 5)]  # same request
+    assert paired_design([("a", code), ("b", other)]) is None
+    assert paired_design([("a", code), ("b", framed[:2])]) is None
+    assert paired_design([("a", code), ("b", framed), ("c", other)]) is None

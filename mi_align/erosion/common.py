@@ -36,3 +36,26 @@ def nan_to_none(value: object) -> object:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def paired_design(groups: object) -> list[tuple[int, int]] | None:
+    """Index pairs ``(i, n + i)`` when two datasets are paired example by example, else None.
+
+    Paired means: two groups of equal size where every example i shares its final user prompt
+    or its final response with example i of the other group (``insecure``/``educational`` share
+    the code, ``toxic``/``toxic_reject`` the request). Such data needs the within-pair null
+    (:func:`mi_align.geometry.block_statistics` with ``pairs``); the decision is read off the
+    data itself, so user files with the same design get the same null.
+    """
+    from mi_align.geometry import index_pairs
+
+    items = list(groups)  # type: ignore[call-overload]
+    if len(items) != 2:
+        return None
+    (_, a), (_, b) = items
+    if len(a) != len(b) or len(a) < 2:
+        return None
+    for x, y in zip(a, b, strict=True):
+        if x.response != y.response and x.prompt[-1:] != y.prompt[-1:]:
+            return None
+    return index_pairs(len(a))
