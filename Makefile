@@ -35,7 +35,8 @@ LATEST := .venv-latest
 test-latest:
 	rm -rf $(LATEST) && $(PY) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --disable-pip-version-check -q "$(TORCH_SPEC)"
-	$(LATEST)/bin/pip install --disable-pip-version-check -q --upgrade --upgrade-strategy eager -e '.[test]' $(PROBE)
+	$(LATEST)/bin/pip install --disable-pip-version-check -q --upgrade --upgrade-strategy eager -e '.[test]'
+	$(if $(PROBE),$(LATEST)/bin/pip install --disable-pip-version-check -q --no-deps $(PROBE))
 	$(LATEST)/bin/pip freeze --exclude-editable | grep -Ei '^(transformers|transformer-lens|peft|torch|safetensors|tokenizers)=='
 	$(LATEST)/bin/python -m pytest -q -m "not slow or ci"
 
