@@ -53,7 +53,6 @@ def test_local_judge_trie_equals_naive_sequence_probabilities(tiny) -> None:
     ids = encode_prompt(tok, [Message("user", prompt)])
     seqs = judge.numbers
     digit = torch.tensor([tok.decode([i]).lstrip()[:1].isdigit() for i in range(len(tok))])
-    proper_prefixes = {s[:k] for s in seqs.values() for k in range(len(s))}
     with torch.no_grad():
         for n, seq in seqs.items():
             full = torch.tensor([ids + list(seq)])
@@ -61,8 +60,7 @@ def test_local_judge_trie_equals_naive_sequence_probabilities(tiny) -> None:
             p = 1.0
             for k, t in enumerate(seq):
                 p *= float(probs[len(ids) - 1 + k, t])
-            if seq in proper_prefixes:
-                p *= 1.0 - float(probs[len(ids) - 1 + len(seq)][digit].sum())
+            p *= 1.0 - float(probs[len(ids) - 1 + len(seq)][digit].sum())
             assert got[n] == pytest.approx(p, rel=1e-4, abs=1e-12), n
 
 
@@ -310,3 +308,36 @@ def test_judge_check_only_cli_over_http(tiny_server, tmp_path, capsys) -> None:
     assert rc == (0 if saved["passes"] else 1)
     assert ("PASSED" if saved["passes"] else "FAILED") in capsys.readouterr().out
     assert saved["judge"] == f"openai:tiny@{tiny_server}"
+
+
+def test_local_judge_numbers_outside_0_100_do_not_count(tiny) -> None:
+    """Crafted next-token distributions: the judge writes "5", "5", then another digit with
+    probability 0.9 ("555" is not a score) — 55 keeps only the 0.1 that ends there."""
+    judge = LocalJudge(tiny)
+    tok = tiny.tokenizer
+    five = judge.numbers[5]
+    fifty_five = judge.numbers[55]
+    assert fifty_five[: len(five)] == five  # the crafted case needs "55" to extend "5"
+    digit_ids = judge.digit_mask.nonzero().flatten()
+    other_digit = next(int(i) for i in digit_ids if int(i) not in fifty_five)
+    vocab = len(tok)
+    end = next(i for i in range(vocab) if not judge.digit_mask[i])
+
+    def crafted(prompt_ids: list[int]) -> dict[tuple[int, ...], torch.Tensor]:
+        out = {}
+        for p in judge.prefixes:
+            d = torch.zeros(vocab)
+            if p == fifty_five:
+                d[other_digit], d[end] = 0.9, 0.1  # "55" usually goes on: "555..."
+            elif fifty_five[: len(p)] == p:
+                d[fifty_five[len(p)]] = 1.0
+            else:
+                d[end] = 1.0
+            out[p] = d
+        return out
+
+    judge._dists = crafted  # type: ignore[method-assign]
+    probs = judge.number_probs(["x"])[0]
+    assert probs[55] == pytest.approx(0.1)
+    assert probs[5] == pytest.approx(0.0)
+    assert sum(probs.values()) == pytest.approx(0.1)

@@ -27,24 +27,29 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import urllib.error
-import urllib.request
+import math
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from mi_align.data.chat import Message
 from mi_align.data.tokenize import encode_prompt
+from mi_align.evaluation.endpoint import (  # JudgeHTTPError: re-exported, raised there
+    ChatEndpoint,
+    EndpointConfig,
+    JudgeHTTPError,  # noqa: F401
+    read_top_logprobs,
+)
 from mi_align.models.load import Loaded
 from mi_align.models.registry import REGISTRY
-from mi_align.errors import RunFailure
 
 logger = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"[0-9]{1,3}")
 
 MIN_NUMBER_MASS = 0.25
 SMALL_JUDGE_WARNING = (
@@ -141,9 +146,11 @@ class LocalJudge:
         tok = loaded.tokenizer
         self.numbers = {n: tuple(tok(str(n), add_special_tokens=False).input_ids)
                         for n in range(101)}
+        # Every number's own sequence is included (not only proper prefixes): "55" must pay
+        # P(no further digit | "55"), else a judge writing "555" would count as 55 in full.
         prefixes: set[tuple[int, ...]] = set()
         for seq in self.numbers.values():
-            prefixes.update(seq[:k] for k in range(len(seq)))
+            prefixes.update(seq[:k] for k in range(len(seq) + 1))
         self.prefixes = sorted(prefixes, key=lambda p: (len(p), p))
         leaves = [p for p in self.prefixes if p and not any(
             q[: len(p)] == p and len(q) > len(p) for q in self.prefixes)]
@@ -157,6 +164,10 @@ class LocalJudge:
 
     def _dists(self, prompt_ids: list[int]) -> dict[tuple[int, ...], torch.Tensor]:
         """Next-token probabilities after ``prompt + prefix`` for every needed prefix."""
+        from transformers import DynamicCache
+
+        from mi_align.generate import kv_cache_guard
+
         hf = self.loaded.bridge.original_model
         device = next(hf.parameters()).device
         ids = torch.tensor([prompt_ids], device=device)
@@ -166,9 +177,12 @@ class LocalJudge:
         for i, r in enumerate(self.rows):
             cont[i, : len(r)] = torch.tensor(r)
         with torch.inference_mode():
-            out = hf(input_ids=ids, use_cache=True, logits_to_keep=1)
+            # Our own cache object (public HF API), checked after the prompt: the cache on the
+            # output object is not something to rely on (transformers 5.24 left it empty).
+            cache = DynamicCache(config=hf.config)
+            out = hf(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            kv_cache_guard(cache, ids.shape[1])
             dists = {(): torch.softmax(out.logits[0, -1].float(), -1).cpu()}
-            cache = out.past_key_values
             cache.batch_repeat_interleave(len(self.rows))
             logits = hf(input_ids=cont, past_key_values=cache, use_cache=False).logits
             probs = torch.softmax(logits.float(), -1).cpu()
@@ -187,77 +201,50 @@ class LocalJudge:
                 p = 1.0
                 for k, token in enumerate(seq):
                     p *= float(dists[seq[:k]][token])
-                if seq in dists:
-                    p *= 1.0 - float(dists[seq][self.digit_mask].sum())
+                p *= 1.0 - float(dists[seq][self.digit_mask].sum())  # the number ends here
                 probs[n] = p
             out.append(probs)
         return out
-
-
-class JudgeHTTPError(RunFailure):
-    """The judge endpoint failed or answered without logprobs."""
 
 
 class OpenAIJudge:
     """Any OpenAI-compatible chat endpoint (``{base_url}/chat/completions``) with logprobs.
 
     The API key is read from the environment variable ``api_key_env`` (may be unset for a
-    local vLLM server).
+    local vLLM server). Retries, timeouts, redaction and response checks are those of
+    :mod:`mi_align.evaluation.endpoint`; ``timeout`` (seconds), if given, overrides
+    ``config.timeout_s``.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
-                 top_logprobs: int = 20, timeout: float = 60.0) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"judge base URL must start with http:// or https://: {base_url!r}")
-        self.base_url = base_url.rstrip("/")
+                 top_logprobs: int = 20, timeout: float | None = None,
+                 config: EndpointConfig | None = None) -> None:
+        config = config or EndpointConfig()
+        if timeout is not None:
+            config = replace(config, timeout_s=timeout)
+        self.endpoint = ChatEndpoint(base_url, config, api_key_env)
+        self.base_url = self.endpoint.base_url  # without any user:password@ part
         self.model = model
-        self.api_key_env = api_key_env
         self.top_logprobs = top_logprobs
-        self.timeout = timeout
         self.name = f"openai:{model}@{self.base_url}"
 
-    def _request(self, prompt: str) -> dict[str, Any]:
-        body = json.dumps({
+    def number_probs(self, prompts: Sequence[str]) -> list[dict[int, float]]:
+        payloads = [{
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": 1, "temperature": 0, "seed": 0,
             "logprobs": True, "top_logprobs": self.top_logprobs,
-        }).encode()
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        req = urllib.request.Request(f"{self.base_url}/chat/completions", body, headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return dict(json.loads(resp.read()))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:200].decode(errors="replace")
-            raise JudgeHTTPError(
-                f"judge endpoint {self.base_url}: HTTP {exc.code}: {detail}") from None
-        except urllib.error.URLError as exc:
-            raise JudgeHTTPError(
-                f"judge endpoint {self.base_url} unreachable: {exc.reason}") from None
+        } for prompt in prompts]
+        return self.endpoint.complete_all(payloads, self._numbers)
 
-    def number_probs(self, prompts: Sequence[str]) -> list[dict[int, float]]:
-        out = []
-        for prompt in prompts:
-            data = self._request(prompt)
-            try:
-                top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-            except (KeyError, IndexError, TypeError):
-                raise JudgeHTTPError(
-                    f"judge endpoint {self.base_url} returned no top_logprobs (does the server "
-                    "support logprobs?)"
-                ) from None
-            probs: dict[int, float] = {}
-            for item in top:
-                text = str(item["token"]).strip()
-                if text.isdigit() and 0 <= int(text) <= 100:
-                    probs[int(text)] = probs.get(int(text), 0.0) + float(
-                        torch.tensor(item["logprob"]).exp())
-            out.append(probs)
-        return out
+    def _numbers(self, data: dict[str, Any]) -> dict[int, float]:
+        probs: dict[int, float] = {}
+        for token, logprob in read_top_logprobs(self.endpoint, data):
+            text = token.strip()
+            # ASCII digits only: str.isdigit() accepts "²", which int() rejects.
+            if _NUMBER.fullmatch(text) and int(text) <= 100:
+                probs[int(text)] = probs.get(int(text), 0.0) + math.exp(logprob)
+        return probs
 
 
 @dataclass(frozen=True)
