@@ -1,7 +1,8 @@
 """``mi-align finetune`` and ``mi-align organisms list|build``: thin wrappers over the library.
 
 The ``finetune`` options are generated from :class:`FinetuneConfig`'s fields, so the CLI and
-the config cannot drift apart.
+the config cannot drift apart. Errors are not caught here: they are typed
+(:mod:`mi_align.errors`) and ``mi_align.cli.main`` turns them into one line and an exit code.
 
 Example:
     mi-align finetune --model smollm2-135m-instruct --data insecure --out runs/smol --max-steps 40
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 import types
 import typing
@@ -60,11 +60,7 @@ def _finetune(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k in fields}
     if "base_adapters" in values:  # given on the command line: relative to the working dir
         values["base_adapters"] = [str(Path(a).resolve()) for a in values["base_adapters"]]
-    try:
-        cfg = FinetuneConfig.from_dict(values)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = FinetuneConfig.from_dict(values)  # InputError (exit 2) on bad values
     result = finetune(cfg, args.out, resume=not args.no_resume, device=args.device)
     last = result.log[-1] if result.log else {}
     print(
@@ -104,37 +100,26 @@ def _organisms_build(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``finetune`` and ``organisms`` to the ``mi-align`` subcommands."""
-    from mi_align.models.trio import TrioSpecError
-
     ft = sub.add_parser("finetune", help="LoRA fine-tune a model on chat JSONL (resumable)")
     ft.add_argument("--out", required=True, help="output directory (adapter, config, log)")
-    ft.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")
+    ft.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over: delete the checkpoints, adapter and log of an earlier run in --out",
+    )
     ft.add_argument("--device", default="cpu")
     _add_config_args(ft)
-    ft.set_defaults(func=_guard(_finetune, TrioSpecError))
+    ft.set_defaults(func=_finetune)
 
     org = sub.add_parser("organisms", help="shipped model organisms (trios)").add_subparsers(
         dest="action", required=True
     )
     org.add_parser("list", help="shipped trios, what each holds, adapters present?").set_defaults(
-        func=_guard(_organisms_list, TrioSpecError)
+        func=_organisms_list
     )
     build = org.add_parser("build", help="rebuild a trio's adapters from its committed recipe")
     build.add_argument("name", help="shipped trio name or a trio .toml file")
     build.add_argument("--out", default=None, help="write adapters here, not into organisms/")
     build.add_argument("--force", action="store_true", help="retrain steps already up to date")
     build.add_argument("--device", default="cpu")
-    build.set_defaults(func=_guard(_organisms_build, TrioSpecError))
-
-
-def _guard(fn: Any, *errors: type[Exception]) -> Any:
-    """Turn the given errors into a one-line message and exit status 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(fn(args))
-        except errors as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    return run
+    build.set_defaults(func=_organisms_build)

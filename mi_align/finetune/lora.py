@@ -16,6 +16,8 @@ Choices a reader may question:
 - Reproducibility: batches come from a permutation seeded by ``(seed, epoch)``; the global torch
   RNG is forked (the caller's RNG state is untouched) and seeded once; checkpoints hold adapter,
   optimizer and RNG state, so a resumed run ends with the same adapter as an uninterrupted one.
+  Checkpoints (:mod:`mi_align.finetune.checkpoint`) are pickle-free, written atomically and
+  carry their config's hash: a run resumes only from its own config's state.
 - The learning-rate schedule is a pure function of the step (linear warm-up, then linear decay
   toward 10%), so there is no scheduler state to save.
 
@@ -34,7 +36,6 @@ import logging
 import math
 import os
 import resource
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,15 +49,16 @@ from torch import Tensor
 
 from mi_align.data.chat import Conversation, DatasetError, load_dataset
 from mi_align.data.tokenize import Batch, EncodedChat, collate, encode_chat
+from mi_align.errors import InputError
+from mi_align.finetune import checkpoint as ck
+from mi_align.finetune.checkpoint import ADAPTER_FILE, CONFIG_FILE, LOG_FILE, TRAINED
 from mi_align.models.load import ModelLoadError, _load_hf, resolve_spec
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["ADAPTER_FILE", "CONFIG_FILE", "LOG_FILE", "TRAINED", "FinetuneConfig", "finetune"]
+
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-CONFIG_FILE = "finetune_config.json"
-LOG_FILE = "training_log.json"
-ADAPTER_FILE = "adapter_model.safetensors"
-TRAINED = "default"  # peft saves the adapter named "default" at the top of the directory
 
 # Called after every optimisation step with the new log entry (tests use it to interrupt).
 StepCallback = Callable[[dict[str, Any]], None]
@@ -96,7 +98,9 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
             if not ok:
-                raise ValueError(f"FinetuneConfig: {msg}")
+                name = msg.split()[0]
+                flag = "--" + name.replace("_", "-")
+                raise InputError(flag, msg, f"pass a valid {flag} (trio recipe: the {name} key)")
 
         need(bool(self.model), "model is empty")
         need(len(self.data) > 0, "data needs at least one dataset name or path")
@@ -139,7 +143,13 @@ class FinetuneConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"FinetuneConfig: unknown field(s) {unknown}; known: {sorted(known)}")
+            raise InputError("finetune config", f"unknown field(s) {unknown}",
+                             f"known fields: {', '.join(sorted(known))}")
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.name not in data]
+        if required:
+            raise InputError("finetune config", f"missing required field(s) {required}",
+                             "give " + " and ".join(f"--{r}" for r in required))
         values = dict(data)
         for f in dataclasses.fields(cls):
             v = values.get(f.name)
@@ -300,69 +310,24 @@ def heldout_loss(hf: Any, encoded: Sequence[EncodedChat], pad_id: int, batch_siz
     return total / max(count, 1)
 
 
-def _latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / "checkpoints").glob("step-*[0-9]"))
-    complete = [c for c in ckpts if (c / "trainer_state.pt").is_file()]
-    return complete[-1] if complete else None
-
-
-def _save_adapter(pm: Any, cfg: FinetuneConfig, directory: Path) -> None:
-    pm.peft_config[TRAINED].base_model_name_or_path = cfg.model
-    pm.save_pretrained(directory, selected_adapters=[TRAINED])
-    (directory / "README.md").unlink(missing_ok=True)  # peft's model-card stub
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(
-    out: Path, pm: Any, cfg: FinetuneConfig, optimizer: Any, step: int, log: list[dict[str, Any]]
-) -> Path:
-    final = out / "checkpoints" / f"step-{step:06d}"
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    _save_adapter(pm, cfg, tmp)
-    _write_json(tmp / LOG_FILE, log)
-    torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()},
-        tmp / "trainer_state.pt",
-    )
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
-
-
-def _restore(ckpt: Path, pm: Any, optimizer: Any) -> tuple[int, list[dict[str, Any]]]:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    state = load_file(str(ckpt / ADAPTER_FILE))
-    res = set_peft_model_state_dict(pm, state, adapter_name=TRAINED)
-    if getattr(res, "unexpected_keys", None):
-        raise ModelLoadError(
-            f"{ckpt}: checkpoint keys do not match the adapter: {res.unexpected_keys[:3]}"
-        )
-    trainer = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-    optimizer.load_state_dict(trainer["optimizer"])
-    torch.set_rng_state(trainer["rng"])
-    log = json.loads((ckpt / LOG_FILE).read_text(encoding="utf-8"))
-    return int(trainer["step"]), log
-
-
 def _check_same_config(out: Path, cfg: FinetuneConfig) -> None:
+    """Refuse to resume in ``out`` if it holds a run with another config (names the fields)."""
     path = out / CONFIG_FILE
     if not path.is_file():
         return
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    diff = [k for k, v in cfg.to_dict().items() if saved.get(k) != v]
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(
+            str(path), f"unreadable run config ({type(exc).__name__})",
+            f"rerun with --no-resume to start over in {out}, or use another --out",
+        ) from None
+    diff = ck.config_diff(saved if isinstance(saved, dict) else {}, cfg.to_dict())
     if diff:
-        raise ValueError(
-            f"{out} holds a run with a different config ({', '.join(diff)} differ); use another "
-            "--out or delete it to start over"
+        raise InputError(
+            str(out),
+            f"holds a run with another config ({'; '.join(diff)})",
+            "rerun with --no-resume to start over there, or use another --out",
         )
 
 
@@ -380,21 +345,28 @@ def finetune(
     Args:
         cfg: the run's configuration (written to ``out/finetune_config.json``).
         out: output directory; checkpoints go to ``out/checkpoints/step-NNNNNN``.
-        resume: continue from the latest complete checkpoint in ``out`` (same config required).
+        resume: continue from the latest complete checkpoint in ``out`` (same config required);
+            ``False`` deletes the checkpoints, adapter and log of any earlier run in ``out``
+            once the data and model have loaded, just before training starts.
         device: torch device to train on.
         progress: show a tqdm bar.
         callback: called with each new log entry after each step.
 
     Returns:
         A :class:`FinetuneResult`; the adapter loads with ``load_model(cfg.model, [out])``.
+
+    Raises:
+        InputError: ``out`` holds a run (or a checkpoint) with another config, and ``resume``.
+        UnsafeFileError: a checkpoint is in the old pickle format or fails its hash check.
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume:
+    out.mkdir(parents=True, exist_ok=True)  # relative base adapters ("../x") resolve through it
+    ckpt = None
+    if resume:  # fail fast, before the model loads
         _check_same_config(out, cfg)
-    _write_json(out / CONFIG_FILE, cfg.to_dict())
+        ckpt = ck.latest_checkpoint(out, cfg.to_dict())
     t0 = time.perf_counter()
     train_convs, heldout_convs = _load_convs(cfg)
     source, location = resolve_spec(cfg.model)
@@ -409,10 +381,13 @@ def finetune(
         params = [p for _, p in _trainable(pm)]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = total_steps(cfg, len(encoded))
+        if not resume:
+            ck.clear_run(out)
+        ck.remove_stale_temp(out)
+        ck.write_json(out / CONFIG_FILE, cfg.to_dict())
         start, log = 0, []
-        ckpt = _latest_checkpoint(out) if resume else None
         if ckpt is not None:
-            start, log = _restore(ckpt, pm, optimizer)
+            start, log = ck.restore_checkpoint(ckpt, pm, optimizer, device)
             logger.info("resuming %s from step %d", out, start)
         pad = tok.pad_token_id
         train_model = pm.base_model.model
@@ -466,11 +441,13 @@ def finetune(
             bar.update(1)
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}")
             if done % cfg.checkpoint_every == 0 and done < steps:
-                _save_checkpoint(out, pm, cfg, optimizer, done, log)
+                ck.save_checkpoint(
+                    out, pm, cfg.model, cfg.to_dict(), optimizer, done, log, device
+                )
             if callback is not None:
                 callback(entry)
         bar.close()
-    _save_adapter(pm, cfg, out)
+    ck.save_final_adapter(pm, cfg.model, out)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     trained = [e for e in log if e["step"] > 0]
@@ -487,7 +464,7 @@ def finetune(
         "mean_step_s": round(sum(e["seconds"] for e in trained) / max(len(trained), 1), 3),
         "torch_threads": torch.get_num_threads(),
     }
-    _write_json(out / LOG_FILE, {"summary": summary, "entries": log})
+    ck.write_json(out / LOG_FILE, {"summary": summary, "entries": log})
     return FinetuneResult(out, cfg, tuple(log), steps, len(encoded), wall, peak, start, summary)
 
 
