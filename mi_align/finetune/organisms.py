@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mi_align.errors import InputError
 from mi_align.finetune.lora import (
     ADAPTER_FILE,
     CONFIG_FILE,
@@ -150,7 +151,13 @@ def build_organism(
             results[step] = None
             continue
         logger.info("building %s/%s (%s on %s)", spec.name, step, cfg.model, ", ".join(cfg.data))
-        results[step] = finetune(cfg, directory, device=device, progress=progress)
+        try:
+            results[step] = finetune(cfg, directory, device=device, progress=progress)
+        except InputError as exc:  # the fix finetune names (--no-resume) is --force here
+            if "--no-resume" not in exc.fix:
+                raise
+            raise InputError(exc.what, exc.why, "rerun `mi-align organisms build` with --force "
+                             "to retrain this step from scratch") from exc
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if all(r is None for r in results.values()):
