@@ -52,7 +52,7 @@ from mi_align.data.tokenize import Batch, EncodedChat, collate, encode_chat
 from mi_align.errors import InputError
 from mi_align.finetune import checkpoint as ck
 from mi_align.finetune.checkpoint import ADAPTER_FILE, CONFIG_FILE, LOG_FILE, TRAINED
-from mi_align.models.load import ModelLoadError, _load_hf, resolve_spec
+from mi_align.models.load import _load_hf, adapter_errors, check_adapter, resolve_spec
 
 logger = logging.getLogger(__name__)
 
@@ -275,16 +275,13 @@ def build_peft_model(cfg: FinetuneConfig, hf: Any, out: Path) -> Any:
     frozen = []
     pm = None
     for i, adapter in enumerate(cfg.base_adapters):
-        path = out / adapter  # an absolute adapter path stays absolute
-        if not (path / "adapter_config.json").is_file():
-            raise ModelLoadError(
-                f"{path}: base adapter is not a peft adapter (no adapter_config.json)"
-            )
+        path = check_adapter(out / adapter, hf, cfg.model)  # absolute paths stay absolute
         name = f"frozen{i}"
-        if pm is None:
-            pm = PeftModel.from_pretrained(hf, path, adapter_name=name)
-        else:
-            pm.load_adapter(path, adapter_name=name)
+        with adapter_errors(path):
+            if pm is None:
+                pm = PeftModel.from_pretrained(hf, path, adapter_name=name)
+            else:
+                pm.load_adapter(path, adapter_name=name)
         frozen.append(name)
     assert pm is not None
     pm.add_adapter(TRAINED, lora)
