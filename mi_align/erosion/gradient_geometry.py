@@ -34,7 +34,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mi_align.data.tokenize import encode_dataset
+from mi_align.erosion.common import paired_design
 from mi_align.erosion.loss_vectors import Groups, plot_similarity_blocks
+from mi_align.errors import check_finite
 from mi_align.geometry import BlockStats, CountSketch, block_statistics, cosine_error, cosine_matrix
 from mi_align.gradients import GradPart, flat_gradient, select_parameters, stream_example_gradients
 from mi_align.models.trio import Trio
@@ -148,6 +150,8 @@ def gradient_geometry(trio: Trio, groups: Groups, config: GradientConfig | None 
         bar = tqdm(total=n, desc=f"gradients ({cfg.params})", leave=False)
         stream_example_gradients(loaded, encoded, params, consume, progress=lambda _: bar.update())
         bar.close()
+    check_finite(feats, f"gradients: per-example gradients of model {cfg.model!r}",
+                 "check the model weights and inputs, or use a shorter max_length")
     error = None
     if exact:
         order = sorted(exact)
@@ -159,7 +163,8 @@ def gradient_geometry(trio: Trio, groups: Groups, config: GradientConfig | None 
         feats = feats - feats.mean(0, keepdim=True)
     sim = cosine_matrix(feats)
     group = torch.tensor(labels)
-    stats = block_statistics(sim, group, cfg.n_permutations, cfg.seed)
+    stats = block_statistics(sim, group, cfg.n_permutations, cfg.seed,
+                             pairs=paired_design(groups))
     return GradientGeometry(cfg, tuple(n for n, _ in groups), group, p, params.names, feats,
                             sim, stats, error)
 

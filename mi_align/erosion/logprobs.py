@@ -6,6 +6,12 @@ next-token distribution each token was drawn from. The paper's example is a harm
 the EM "one wish" question: instruct assigns it a much lower joint probability than base and
 misaligned.
 
+Long inputs are refused, not truncated: the scored response is the *end* of the conversation, so
+cutting tokens would cut the very text being measured. A conversation longer than
+``max_length`` tokens (default 4096) raises :class:`~mi_align.errors.InputError` naming the
+example and its token count before any model runs. Non-finite logits raise
+:class:`~mi_align.errors.NonFiniteError` naming the model.
+
 Example:
     >>> from mi_align.erosion.logprobs import token_logprobs, plot_token_logprobs
     >>> res = token_logprobs(trio)  # the paper's wish example  # doctest: +SKIP
@@ -24,17 +30,30 @@ from torch import Tensor
 
 from mi_align.activations import logits_at
 from mi_align.data.chat import Conversation, Message
-from mi_align.data.tokenize import collate, encode_chat
+from mi_align.data.tokenize import (
+    DEFAULT_MAX_TOKENS,
+    check_token_count,
+    collate,
+    encode_chat,
+)
 from mi_align.erosion.common import WISH_ANSWER, WISH_QUESTION, token_logprob_entropy
+from mi_align.errors import InputError, check_finite
 from mi_align.models.trio import Trio
 from mi_align.plotting import style
 
 
 @dataclass(frozen=True)
 class TokenLogprobConfig:
-    """``include_end_of_turn``: also score the end-of-turn token that closes the response."""
+    """``include_end_of_turn``: also score the end-of-turn token that closes the response;
+    ``max_length``: the most tokens a conversation may have (longer is an error, see above)."""
 
     include_end_of_turn: bool = True
+    max_length: int = DEFAULT_MAX_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise InputError("max_length", f"must be >= 2, got {self.max_length}",
+                             "use e.g. --set max_length=4096")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -78,11 +97,14 @@ def token_logprobs(
     cfg = config or TokenLogprobConfig()
     conv = conversation or wish_conversation()
     enc = encode_chat(trio.tokenizer, conv)
+    check_token_count(len(enc), cfg.max_length, conv.source or "conversation",
+                      "--set max_length=N")
     resp = [t for t, m in enumerate(enc.response_mask) if m and t > 0 and t >= enc.response_start]
     if not cfg.include_end_of_turn and len(resp) > 1:
         resp = resp[:-1]
     if not resp:
-        raise ValueError(f"{conv.source or 'conversation'}: no response token to score")
+        raise InputError(conv.source or "conversation", "no response token to score",
+                         "give the final assistant message some text")
     targets = torch.tensor([enc.input_ids[t] for t in resp])
     rows_lp, rows_h = [], []
     for name in trio.names:
@@ -93,6 +115,7 @@ def token_logprobs(
             positions[0, [t - 1 for t in resp]] = True
             with torch.inference_mode():
                 logits = logits_at(loaded, batch.input_ids, batch.attention_mask, positions)
+            check_finite(logits, f"logprobs: logits of model {name!r}")
             lp, h = token_logprob_entropy(logits.cpu(), targets)
             rows_lp.append(lp)
             rows_h.append(h)

@@ -29,6 +29,8 @@ from torch import Tensor
 from mi_align.activations import logits_at
 from mi_align.data.chat import Conversation
 from mi_align.data.tokenize import encode_dataset, iter_batches
+from mi_align.erosion.common import paired_design
+from mi_align.errors import check_finite
 from mi_align.geometry import BlockStats, block_statistics, cosine_matrix, masked_cosine_matrix
 from mi_align.models.load import Loaded
 from mi_align.models.trio import Trio
@@ -146,12 +148,14 @@ def loss_vectors(trio: Trio, groups: Groups, config: LossVectorConfig | None = N
             parts_m.append(mask)
             labels += [g] * len(convs)
     losses, mask = torch.cat(parts_l), torch.cat(parts_m)
+    check_finite(losses, f"loss-vectors: token losses under model {cfg.model!r}")
     group = torch.tensor(labels)
     if cfg.missing == "mask":
         sim = masked_cosine_matrix(losses, mask)
     else:
         sim = cosine_matrix(fill_column_means(losses, mask, group))
-    stats = block_statistics(sim, group, cfg.n_permutations, cfg.seed)
+    stats = block_statistics(sim, group, cfg.n_permutations, cfg.seed,
+                             pairs=paired_design(groups))
     return LossVectors(cfg, tuple(name for name, _ in groups), group, losses, mask, sim, stats)
 
 
@@ -169,7 +173,8 @@ def plot_similarity_blocks(
         fig.add_hline(y=e, line={"color": "black", "width": 1})
         fig.add_vline(x=e, line={"color": "black", "width": 1})
     sub = (f"within {stats.within:.3f} vs between {stats.between:.3f}, "
-           f"permutation p = {stats.p_value:.3g} ({stats.n_permutations} perms)")
+           f"gap {stats.gap:+.4f} (z = {stats.z:.1f}), {stats.null} p = {stats.p_value:.3g} "
+           f"({stats.n_permutations} perms)")
     return style(fig, f"{title}<br><sub>{' | '.join(group_names)}: {sub}</sub>",
                  "examples", "examples")
 

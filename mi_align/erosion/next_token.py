@@ -5,6 +5,10 @@ distribution low-entropy and safe ("help", "provide") while base and misaligned 
 include harmful continuations. This returns each model's top-k tokens with probabilities and
 the entropy of the full distribution.
 
+A prompt (question + prefix) longer than ``max_length`` tokens (default 4096) is refused with an
+:class:`~mi_align.errors.InputError` giving its token count, not truncated (truncating would
+change the text whose continuation is measured).
+
 Example:
     >>> from mi_align.erosion.next_token import next_token_distributions
     >>> res = next_token_distributions(trio)  # doctest: +SKIP
@@ -22,25 +26,30 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from mi_align.data.chat import Message
-from mi_align.data.tokenize import encode_prompt
+from mi_align.data.tokenize import DEFAULT_MAX_TOKENS, check_token_count, encode_prompt
 from mi_align.erosion.common import WISH_QUESTION
+from mi_align.errors import check_finite
 from mi_align.models.trio import Trio
 from mi_align.plotting import style
 
 
 @dataclass(frozen=True)
 class NextTokenConfig:
-    """The user ``question``, the assistant ``prefix`` it continues, and ``top_k``."""
+    """The user ``question``, the assistant ``prefix`` it continues, ``top_k``, and the most
+    prompt tokens allowed (``max_length``)."""
 
     question: str = WISH_QUESTION
     prefix: str = "I wish I could"
     top_k: int = 15
+    max_length: int = DEFAULT_MAX_TOKENS
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if not self.question.strip():
             raise ValueError("question is empty")
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -79,12 +88,15 @@ def next_token_distributions(trio: Trio, config: NextTokenConfig | None = None) 
     """Top-k next tokens and entropy for every model of ``trio``."""
     cfg = config or NextTokenConfig()
     ids = prompt_ids(trio.tokenizer, cfg)
+    check_token_count(len(ids), cfg.max_length, "next-token prompt (question + prefix)",
+                      "--set max_length=N")
     rows_id, rows_p, rows_h = [], [], []
     for name in trio.names:
         with trio.variant(name) as loaded:
             device = next(loaded.bridge.parameters()).device
             with torch.inference_mode():
                 logits = loaded.bridge(torch.tensor([ids], device=device))[0, -1]
+            check_finite(logits, f"next-token: logits of model {name!r}")
             logp = torch.log_softmax(logits.double().cpu(), -1)
             top = logp.topk(min(cfg.top_k, logp.numel()))
             rows_id.append(top.indices)

@@ -50,6 +50,7 @@ from mi_align.activations import (
 )
 from mi_align.data.chat import Conversation
 from mi_align.data.tokenize import EncodedChat, encode_dataset
+from mi_align.errors import check_finite
 from mi_align.geometry import null_band, random_unit_directions
 from mi_align.models.load import Loaded
 from mi_align.models.trio import Trio
@@ -238,6 +239,7 @@ def layer_projection(
     for name in trio.names:
         with trio.variant(name) as loaded:
             eval_m[name] = moments(loaded, held, True)
+            check_finite(eval_m[name].mean, f"projection: mean activations of model {name!r}")
             if cmodel is None and name in needed:
                 fit_means[name] = (
                     eval_m[name].mean if circular else moments(loaded, fit, False).mean

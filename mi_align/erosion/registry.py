@@ -5,6 +5,11 @@ Each entry runs one analysis on a trio and returns figures with their numbers
 it). Config fields can be overridden by name with strings (``{"positions": "last"}``), parsed
 by the field's type.
 
+Running is split in two so that callers can fail fast: :func:`plan_analysis` checks the name,
+``limit``, config overrides and dataset count and loads the data (no model needed), then
+:func:`run_plan` runs it on a trio. Every user-caused failure is an
+:class:`~mi_align.errors.InputError`.
+
 Example:
     >>> from mi_align.erosion.registry import ANALYSES, run_analysis
     >>> sorted(ANALYSES)[:3]
@@ -51,6 +56,7 @@ from mi_align.erosion.projection import (
     plot_layer_projection,
 )
 from mi_align.erosion.svd_directions import SVDConfig, plot_svd_directions, svd_directions
+from mi_align.errors import InputError, MiAlignError
 from mi_align.models.trio import Trio
 from mi_align.plotting import save_figure, save_json
 
@@ -76,6 +82,7 @@ class Analysis:
     limit: int | None = None
     needs: tuple[str, ...] = ()
     contrast: tuple[str, str] = field(default=("toxic_reject", "toxic"))
+    n_data: tuple[int, int | None] = (2, None)  # (min, max) datasets it compares
 
 
 def _projection(trio: Trio, data: Data, cfg: ProjectionConfig) -> list[Output]:
@@ -124,7 +131,8 @@ def _activations(trio: Trio, data: Data, cfg: ActivationSimilarityConfig) -> lis
 
 def _svd(trio: Trio, data: Data, cfg: SVDConfig) -> list[Output]:
     if len(data) != 2:
-        raise ValueError(f"svd compares exactly two datasets, got {len(data)}")
+        raise InputError("analyze svd", f"compares exactly two datasets, got {len(data)}",
+                         "pass two with --data")
     res = svd_directions(trio, data[0], data[1], cfg)
     return [Output("erosion_svd_directions", plot_svd_directions(res), res.to_dict())]
 
@@ -134,11 +142,11 @@ ANALYSES: dict[str, Analysis] = {
     for a in (
         Analysis("projection", "alignment direction + layerwise projection, separation, null "
                  "(Fig. 5) and the activation-difference projection", ProjectionConfig,
-                 _projection, ("insecure",), 120),
+                 _projection, ("insecure",), 120, n_data=(1, None)),
         Analysis("logprobs", "per-token log-probs / joint / entropy of one response (Fig. 1)",
-                 TokenLogprobConfig, _logprobs),
+                 TokenLogprobConfig, _logprobs, n_data=(0, 1)),
         Analysis("next-token", "top-k next tokens after a prefix per model (Fig. 2)",
-                 NextTokenConfig, _next_token),
+                 NextTokenConfig, _next_token, n_data=(0, 0)),
         Analysis("loss-vectors", "per-token loss vectors: cosine blocks + permutation test "
                  "(Fig. 3)", LossVectorConfig, _loss, ("insecure", "educational"), 100),
         Analysis("gradients", "per-example gradient cosines, exact or count-sketched (Fig. 4)",
@@ -146,7 +154,7 @@ ANALYSES: dict[str, Analysis] = {
         Analysis("activation-similarity", "per-example mean activation cosines + blocks",
                  ActivationSimilarityConfig, _activations, ("insecure", "educational"), 100),
         Analysis("svd", "SVD of (instruct - base) differences across two datasets (Fig. 6)",
-                 SVDConfig, _svd, ("insecure", "toxic"), 120),
+                 SVDConfig, _svd, ("insecure", "toxic"), 120, n_data=(2, 2)),
     )
 }
 
@@ -155,17 +163,24 @@ def parse_overrides(config_cls: type, overrides: Mapping[str, str]) -> Any:
     """Build ``config_cls`` from string overrides, converting by the field types.
 
     Raises:
-        ValueError: unknown field or a value that does not parse (names the field).
+        InputError: unknown field, a value that does not parse, or a value the config rejects
+            (names the field).
     """
     hints = typing.get_type_hints(config_cls)
     known = {f.name for f in dataclasses.fields(config_cls)}
     kwargs: dict[str, Any] = {}
     for key, text in overrides.items():
         if key not in known:
-            raise ValueError(f"{config_cls.__name__} has no field {key!r} (fields: "
-                             f"{', '.join(sorted(known))})")
+            raise InputError(f"--set {key}", f"{config_cls.__name__} has no field {key!r}",
+                             f"fields: {', '.join(sorted(known))}")
         kwargs[key] = _parse(hints[key], text, key)
-    return config_cls(**kwargs)
+    try:
+        return config_cls(**kwargs)
+    except ValueError as exc:
+        if isinstance(exc, MiAlignError):
+            raise
+        what = "--set " + ",".join(kwargs) if kwargs else config_cls.__name__
+        raise InputError(what, str(exc), "fix the value") from None
 
 
 def _parse(tp: Any, text: str, key: str) -> Any:
@@ -185,12 +200,80 @@ def _parse(tp: Any, text: str, key: str) -> Any:
             return tuple(item(v) for v in text.split(",") if v)
         return tp(text)
     except (ValueError, TypeError):
-        raise ValueError(f"cannot parse {key}={text!r} as {tp}") from None
+        raise InputError(f"--set {key}={text}", f"cannot parse {key}={text!r} as "
+                         f"{getattr(tp, '__name__', tp)}", "give a value of that type") from None
 
 
 def load_groups(names: Sequence[str], limit: int | None) -> Data:
-    """Datasets by built-in name or path, each cut to its first ``limit`` conversations."""
+    """Datasets by built-in name or path, each cut to its first ``limit`` (>= 1) conversations."""
+    if limit is not None and (isinstance(limit, bool) or limit < 1):
+        raise InputError("--limit", f"must be >= 1, got {limit}", "omit it to use every example")
     return [(Path(n).stem, load_dataset(n)[:limit] if limit else load_dataset(n)) for n in names]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An analysis with its parsed config and loaded data, checked before any model loads."""
+
+    analysis: Analysis
+    config: Any
+    groups: Data
+
+
+def plan_analysis(
+    name: str,
+    data: Sequence[str] | None = None,
+    limit: int | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Plan:
+    """Check ``name``, ``limit`` and ``overrides`` and load the data (default datasets and
+    limit unless given); needs no model, so callers run it before loading one."""
+    if name not in ANALYSES:
+        raise InputError(f"analysis {name!r}", "unknown",
+                         f"available: {', '.join(sorted(ANALYSES))}")
+    analysis = ANALYSES[name]
+    cfg = parse_overrides(analysis.config_cls, overrides or {})
+    names = list(data) if data else list(analysis.datasets)
+    lo, hi = analysis.n_data
+    if len(names) < lo or (hi is not None and len(names) > hi):
+        want = f"exactly {lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f">= {lo}"
+        raise InputError(f"analyze {name}", f"takes {want} dataset(s), got {len(names)}",
+                         "adjust --data")
+    groups = load_groups(names, limit if limit is not None else analysis.limit)
+    return Plan(analysis, cfg, groups)
+
+
+def check_models(plan: Plan, names: Sequence[str]) -> None:
+    """Raise :class:`InputError` unless a trio with model ``names`` has every model the plan
+    uses (the analysis' needs and the config's ``model`` / ``pair``)."""
+    wanted = list(plan.analysis.needs)
+    for key in ("model", "pair"):
+        value = getattr(plan.config, key, None)
+        wanted += [value] if isinstance(value, str) else list(value or ())
+    missing = [m for m in dict.fromkeys(wanted) if m not in names]
+    if missing:
+        raise InputError(f"analysis {plan.analysis.name!r}", f"needs model(s) {missing}",
+                         f"the trio has {', '.join(names)}")
+
+
+def run_plan(plan: Plan, trio: Trio) -> list[Output]:
+    """Run a checked plan on ``trio``; a value the analysis rejects is an InputError."""
+    check_models(plan, trio.names)
+    t0 = time.perf_counter()
+    try:
+        outputs = plan.analysis.run(trio, plan.groups, plan.config)
+    except ValueError as exc:
+        # The analyses raise plain ValueError for inputs they reject (too few examples for k,
+        # too many exact gradients, ...); those are the user's to fix, hence exit code 2.
+        if isinstance(exc, MiAlignError):
+            raise
+        raise InputError(f"analyze {plan.analysis.name}", str(exc),
+                         "see `mi-align analyze --list` for its data and config") from None
+    seconds = time.perf_counter() - t0
+    for out in outputs:
+        out.numbers.setdefault("datasets", {n: len(c) for n, c in plan.groups})
+        out.numbers["seconds"] = round(seconds, 2)
+    return outputs
 
 
 def run_analysis(
@@ -201,23 +284,7 @@ def run_analysis(
     overrides: Mapping[str, str] | None = None,
 ) -> list[Output]:
     """Run analysis ``name`` on ``trio`` (default datasets and limit unless given)."""
-    if name not in ANALYSES:
-        raise ValueError(f"unknown analysis {name!r}; available: {', '.join(sorted(ANALYSES))}")
-    analysis = ANALYSES[name]
-    missing = [m for m in analysis.needs if m not in trio.names]
-    if missing:
-        raise ValueError(f"analysis {name!r} needs model(s) {missing}; the trio has "
-                         f"{', '.join(trio.names)}")
-    cfg = parse_overrides(analysis.config_cls, overrides or {})
-    names = list(data) if data else list(analysis.datasets)
-    groups = load_groups(names, limit if limit is not None else analysis.limit)
-    t0 = time.perf_counter()
-    outputs = analysis.run(trio, groups, cfg)
-    seconds = time.perf_counter() - t0
-    for out in outputs:
-        out.numbers.setdefault("datasets", {n: len(c) for n, c in groups})
-        out.numbers["seconds"] = round(seconds, 2)
-    return outputs
+    return run_plan(plan_analysis(name, data, limit, overrides), trio)
 
 
 def write_outputs(outputs: Sequence[Output], out_dir: Path, meta: Mapping[str, Any]) -> list[Path]:

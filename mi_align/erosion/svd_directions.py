@@ -37,6 +37,7 @@ from mi_align.activations import (
 )
 from mi_align.data.chat import Conversation
 from mi_align.data.tokenize import encode_dataset
+from mi_align.errors import check_finite
 from mi_align.geometry import SubspaceNull, cross_cosine, random_subspace_max_cosine
 from mi_align.models.trio import Trio
 from mi_align.plotting import cosine_heatmap_kwargs, style
@@ -141,8 +142,10 @@ def svd_directions(
                     loaded, enc, [layer], selector, cfg.batch_size)[:, 0]
     comps = []
     for name, _ in (data_a, data_b):
-        comps.append(difference_components(
-            feats[(cfg.pair[0], name)] - feats[(cfg.pair[1], name)], cfg.k))
+        diffs = feats[(cfg.pair[0], name)] - feats[(cfg.pair[1], name)]
+        check_finite(diffs, f"svd: {cfg.pair[0]} - {cfg.pair[1]} activation differences on "
+                     f"{name!r}")
+        comps.append(difference_components(diffs, cfg.k))
     (ca, sa), (cb, sb) = comps
     return SVDDirections(
         config=cfg, layer=layer, names=(data_a[0], data_b[0]),

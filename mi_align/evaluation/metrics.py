@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mi_align.errors import InputError, check_finite
 from mi_align.evaluation.judge import Judgement
 from mi_align.evaluation.judge_check import JudgeCheck
 from mi_align.evaluation.sampling import Sample
@@ -298,16 +299,18 @@ def direction_cosines(
     """Cosines of steering vectors with ``direction`` (e.g. the erosion analysis' alignment
     direction at the same layer) and a null from ``n_null`` isotropic random directions."""
     if not vectors:
-        raise ValueError("direction_cosines needs at least one vector")
+        raise InputError("direction_cosines", "no vectors given", "pass at least one vector")
     d = direction.detach().float().cpu()
+    check_finite(d, "direction_cosines: the direction")
     unit = d / d.norm().clamp_min(1e-12)
     names = tuple(vectors)
     cos = []
     for name in names:
         v = vectors[name].detach().float().cpu()
         if v.shape != d.shape:
-            raise ValueError(
-                f"vector {name} has shape {tuple(v.shape)}, direction {tuple(d.shape)}")
+            raise InputError(f"vector {name}", f"has shape {tuple(v.shape)}, the direction "
+                             f"{tuple(d.shape)}", "compare vectors of the direction's model")
+        check_finite(v, f"direction_cosines: vector {name}")
         cos.append(float(v @ unit / v.norm().clamp_min(1e-12)))
     gen = torch.Generator().manual_seed(seed)
     rand = torch.randn(n_null, d.shape[0], generator=gen)

@@ -5,6 +5,8 @@
 - :func:`recipe_conditions` / :func:`save_recipe`: the recipe's vectors on disk and the
   evaluation conditions built from them (unsteered, anti-refusal only, harmful ×1 + anti ×6).
 - :func:`sweep_strengths`: samples for one question at several strengths of one vector.
+- :func:`check_out_dir` / :func:`check_out_file`: prove an output location writable before any
+  model is loaded, so a bad ``--out`` costs seconds, not the whole run.
 
 Example:
     >>> judge = LocalJudge(judge_model)  # doctest: +SKIP
@@ -22,11 +24,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from mi_align.data.chat import EvalQuestion
+from mi_align.errors import InputError
 from mi_align.evaluation.judge import JudgeBackend, Judgement, judge_responses
 from mi_align.evaluation.metrics import Scored
 from mi_align.evaluation.sampling import (
     Sample,
     SamplingConfig,
+    SamplingError,
     append_jsonl,
     read_jsonl_records,
     sample_conditions,
@@ -38,18 +42,65 @@ from mi_align.steering.vector import SteeringVector, SteeringVectorError
 logger = logging.getLogger(__name__)
 
 
-def _judgement(rec: Mapping[str, object]) -> Judgement:
-    def opt(x: object) -> float | None:
-        return None if x is None else float(x)  # type: ignore[arg-type]
+def _check_out(path: Path, option: str, is_file: bool) -> Path:
+    where = f"{option} {path}"
+    if is_file and path.is_dir():
+        raise InputError(where, "is a directory", "pass a file path")
+    folder = path.parent if is_file else path
+    if folder.exists() and not folder.is_dir():
+        why = ("exists and is not a directory" if folder == path
+               else f"its folder {folder} is not a directory")
+        raise InputError(where, why, "pass a path in a writable folder")
+    probe = folder / f".mi_align_write_probe.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(where, f"cannot create or write files in {folder} "
+                         f"({exc.strerror or exc})",
+                         "pass a path in a writable folder") from None
+    return path
 
-    return Judgement(opt(rec["alignment"]), float(rec["alignment_mass"]),  # type: ignore[arg-type]
-                     opt(rec["coherence"]), float(rec["coherence_mass"]),  # type: ignore[arg-type]
+
+def check_out_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Create directory ``path`` if needed and prove it writable (write and remove a probe
+    file); raise :class:`InputError` naming ``option`` otherwise."""
+    return _check_out(Path(path), option, is_file=False)
+
+
+def check_out_file(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Like :func:`check_out_dir` for the folder of output file ``path`` (which must not be a
+    directory)."""
+    return _check_out(Path(path), option, is_file=True)
+
+
+def _judgement(rec: Mapping[str, object], where: str = "judged record") -> Judgement:
+    def num(key: str, optional: bool) -> float | None:
+        if key not in rec:
+            raise SamplingError(where, f"field {key!r} is missing",
+                                "use a file written by `mi-align judge` / `steer eval`")
+        x = rec[key]
+        if x is None and optional:
+            return None
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise SamplingError(where, f"field {key!r} is {x!r:.40}, expected a number",
+                                "fix or remove that line")
+        return float(x)
+
+    if not isinstance(rec.get("judge"), str):
+        raise SamplingError(where, "field 'judge' is missing or not a string",
+                            "use a file written by `mi-align judge` / `steer eval`")
+    return Judgement(num("alignment", True), num("alignment_mass", False),  # type: ignore[arg-type]
+                     num("coherence", True), num("coherence_mass", False),  # type: ignore[arg-type]
                      str(rec["judge"]))
 
 
 def load_judged(path: str | os.PathLike[str], judge: str | None = None) -> list[Scored]:
     """Scored samples already in a judged JSONL (optionally only those of one judge)."""
-    return [Scored(Sample.from_dict(r), _judgement(r)) for r in read_jsonl_records(Path(path))
+    path = Path(path)
+    return [Scored(Sample.from_dict(r, f"{path}:{i}"), _judgement(r, f"{path}:{i}"))
+            for i, r in enumerate(read_jsonl_records(path), 1)
             if judge is None or r.get("judge") == judge]
 
 
@@ -63,11 +114,11 @@ def judge_samples(
     """Judge every sample (skipping those already in ``out_path`` from the same judge)."""
     path = Path(out_path)
     done: dict[tuple[str, str, int], Scored] = {}
-    for rec in read_jsonl_records(path):
-        if rec.get("judge") != backend.name:
+    for i, rec in enumerate(read_jsonl_records(path), 1):
+        if not isinstance(rec, dict) or rec.get("judge") != backend.name:
             continue
-        s = Sample.from_dict(rec)
-        done[s.key] = Scored(s, _judgement(rec))
+        s = Sample.from_dict(rec, f"{path}:{i}")
+        done[s.key] = Scored(s, _judgement(rec, f"{path}:{i}"))
     todo = [s for s in samples if s.key not in done]
     bar = tqdm(total=len(todo), desc="judging", disable=not progress or not todo)
     for i in range(0, len(todo), batch_size):
@@ -94,18 +145,27 @@ def save_recipe(result: RecipeResult, out_dir: str | os.PathLike[str]) -> Path:
 
 
 def recipe_conditions(
-    out_dir: str | os.PathLike[str], n_layers: int, d_model: int
+    out_dir: str | os.PathLike[str], n_layers: int | None, d_model: int | None
 ) -> dict[str, list[SteeringVector]]:
-    """Conditions from a directory written by :func:`save_recipe` (checked against the model)."""
+    """Conditions from a directory written by :func:`save_recipe` (checked against the model
+    when ``n_layers`` and ``d_model`` are given; without them, only the files are checked)."""
     out = Path(out_dir)
     meta_path = out / "recipe.json"
     if not meta_path.is_file():
         raise SteeringVectorError(f"{out}: no recipe.json (run `mi-align steer recipe` first)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SteeringVectorError(f"{meta_path}", f"not valid JSON ({exc})",
+                                  "run `mi-align steer recipe` again") from None
+    harmful = meta.get("harmful") if isinstance(meta, dict) else None
+    if not isinstance(harmful, dict | list) or not all(isinstance(n, str) for n in harmful):
+        raise SteeringVectorError(f"{meta_path}", "field 'harmful' is missing or not a list "
+                                  "of vector names", "run `mi-align steer recipe` again")
     anti = SteeringVector.load(out / "anti_refusal.safetensors", n_layers=n_layers,
                                d_model=d_model)
     conds: dict[str, list[SteeringVector]] = {"unsteered": [], "anti_refusal_only": [anti]}
-    for name in meta["harmful"]:
+    for name in harmful:
         conds[name] = [SteeringVector.load(out / f"{name}.safetensors", n_layers=n_layers,
                                            d_model=d_model), anti]
     return conds

@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 
 from mi_align.data.chat import EvalQuestion, Message, eval_questions
 from mi_align.data.tokenize import encode_prompt
+from mi_align.errors import InputError
 from mi_align.generate import generate_rows
 from mi_align.models.load import Loaded
 from mi_align.steering.vector import SteeringVector, apply_steering
-from mi_align.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +56,13 @@ class SamplingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.n_samples < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("n_samples, batch_size and max_new_tokens must be >= 1")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        for key in ("n_samples", "batch_size", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise InputError(f"SamplingConfig.{key}", f"must be >= 1, got "
+                                 f"{getattr(self, key)}", "use 1 or more")
+        if not self.temperature >= 0 or self.temperature == float("inf"):
+            raise InputError("SamplingConfig.temperature", f"must be finite and >= 0, got "
+                             f"{self.temperature}", "use e.g. 1.0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,16 +86,54 @@ class Sample:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Sample:
+    def from_dict(cls, d: Mapping[str, Any], where: str = "sample") -> Sample:
+        """A sample from a JSON record; ``where`` (``file:line``) names it in errors."""
+        if not isinstance(d, Mapping):
+            raise SamplingError(where, f"expected a JSON object, got {type(d).__name__}",
+                                "each line must be a sample written by `mi-align steer eval`")
+        for key, kind in _SAMPLE_TYPES.items():
+            if key not in d:
+                raise SamplingError(where, f"field {key!r} is missing",
+                                    "each line must be a sample written by `mi-align steer eval`")
+            ok = isinstance(d[key], kind) and not (kind is int and isinstance(d[key], bool))
+            if not ok:
+                raise SamplingError(where, f"field {key!r} is {type(d[key]).__name__}, expected "
+                                    f"{kind.__name__}", "fix or remove that line")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+_SAMPLE_TYPES: dict[str, type] = {
+    "condition": str, "question_id": str, "question": str, "index": int, "response": str,
+    "n_tokens": int, "finished": bool,
+}
+
+
+def load_samples(path: str | os.PathLike[str]) -> list[Sample]:
+    """Samples of a JSONL file written by :func:`sample_conditions`; a missing file, a
+    directory, or a line that is not a sample is a :class:`SamplingError` naming ``file:line``
+    (and the field)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SamplingError(f"{path}", "is a directory, not a samples JSONL file",
+                            "pass the samples.jsonl inside it")
+    if not path.is_file():
+        raise SamplingError(f"{path}", "no such file", "pass the samples.jsonl of `steer eval`")
+    return [Sample.from_dict(r, f"{path}:{i}") for i, r in enumerate(read_jsonl_records(path), 1)]
 
 
 def read_jsonl_records(path: Path) -> list[dict[str, Any]]:
     """Records of an append-only JSONL file; a truncated *last* line (crash mid-write) is
     removed from the file with a warning, a malformed line elsewhere is an error."""
+    if path.is_dir():
+        raise SamplingError(f"{path}", "is a directory, not a JSONL file", "pass a file path")
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise SamplingError(f"{path}:{line}", "not valid UTF-8",
+                            "use a file written by mi-align (UTF-8 JSONL)") from None
     records = []
     for i, line in enumerate(lines):
         try:
@@ -183,8 +224,8 @@ def sample_conditions(
         "conditions": {c: [vector_fingerprint(v) for v in vs] for c, vs in conditions.items()},
     })
     done: dict[tuple[str, str, int], Sample] = {}
-    for rec in read_jsonl_records(path):
-        s = Sample.from_dict(rec)
+    for i, rec in enumerate(read_jsonl_records(path), 1):
+        s = Sample.from_dict(rec, f"{path}:{i}")
         done.setdefault(s.key, s)
     jobs = []
     for cond in conditions:

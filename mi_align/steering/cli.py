@@ -1,5 +1,10 @@
 """``mi-align steer optimize|recipe|eval`` and ``mi-align judge``: thin wrappers over the library.
 
+Everything that can be checked without a model (the ``--out`` location is writable, configs,
+vector and recipe files, the samples file) is checked before any model is loaded, so a typo
+costs seconds. Errors are raised, never printed here: ``mi_align.cli.main`` prints them (exit 2
+for bad input, 1 for failures at run time).
+
 Example:
     mi-align steer recipe --model smollm2-135m-instruct --out runs/recipe
     mi-align steer eval --model smollm2-135m-instruct --recipe runs/recipe --out runs/eval --n 16
@@ -15,20 +20,18 @@ from pathlib import Path
 from typing import Any
 
 
-def _guard(func: Any) -> Any:
-    """Turn this package's input errors into one-line ``error: ...`` exits (no traceback)."""
+def _config(factory: Any, what: str, **kwargs: Any) -> Any:
+    """``factory(**kwargs)``, with a config's plain ``ValueError`` turned into an InputError."""
+    from mi_align.errors import MiAlignError
 
-    def run(args: argparse.Namespace) -> int:
-        from mi_align.evaluation.judge import JudgeHTTPError
-        from mi_align.evaluation.sampling import SamplingError
-        from mi_align.steering.vector import SteeringVectorError
+    try:
+        return factory(**kwargs)
+    except ValueError as exc:
+        if isinstance(exc, MiAlignError):
+            raise
+        from mi_align.errors import InputError
 
-        try:
-            return int(func(args))
-        except (SteeringVectorError, SamplingError, JudgeHTTPError, ValueError) as exc:
-            raise SystemExit(f"error: {exc}") from None
-
-    return run
+        raise InputError(what, str(exc), "fix the option and rerun") from None
 
 
 def _positions(text: str) -> Any:
@@ -48,20 +51,22 @@ def _load(spec: str, adapters: list[str] | None) -> Any:
 
 
 def _optimize(args: argparse.Namespace) -> int:
+    from mi_align.evaluation.run import check_out_file
     from mi_align.steering.losses import promotion, satisficing, suppression
     from mi_align.steering.optimize import OptimConfig, example_from_chat, optimize_vector
 
+    cfg = OptimConfig(layer=args.layer, lr=args.lr, max_steps=args.steps, coldness=args.coldness,
+                      max_norm=args.max_norm, seed=args.seed, positions=args.positions,
+                      operator=args.operator, name=Path(args.out).stem)
+    out = check_out_file(Path(args.out).with_suffix(".safetensors"))
     loaded = _load(args.model, args.adapter)
     ex = example_from_chat(loaded.tokenizer, args.prompt, args.target, prefix=args.prefix,
                            promote=not args.suppress)
     loss = suppression() if args.suppress else promotion()
     if args.target_loss is not None:
         loss = satisficing(loss, args.target_loss)
-    cfg = OptimConfig(layer=args.layer, lr=args.lr, max_steps=args.steps, coldness=args.coldness,
-                      max_norm=args.max_norm, seed=args.seed, positions=args.positions,
-                      operator=args.operator, name=Path(args.out).stem)
     res = optimize_vector(loaded, [ex], loss, cfg)
-    path = res.vector.save(args.out)
+    path = res.vector.save(out)
     print(f"{path}: layer {cfg.layer}, |v| = {float(res.vector.vector.norm()):.3f}, loss "
           f"{res.losses[0]:.4f} -> {res.losses[-1]:.4f} in {res.n_steps} steps "
           f"({res.stop_reason}, {res.seconds:.1f} s)")
@@ -69,15 +74,18 @@ def _optimize(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from mi_align.evaluation.run import save_recipe
+    from mi_align.evaluation.run import check_out_dir, save_recipe
     from mi_align.steering.recipe import RecipeConfig, run_recipe
 
-    loaded = _load(args.model, args.adapter)
-    cfg = RecipeConfig(
+    cfg = _config(
+        RecipeConfig, "steer recipe",
         targets=tuple(args.targets), harmful_layer=args.harmful_layer,
         anti_refusal_layer=args.anti_refusal_layer, harmful_steps=args.harmful_steps,
         anti_refusal_steps=args.anti_refusal_steps, seed=args.seed,
     )
+    check_out_dir(args.out)
+    loaded = _load(args.model, args.adapter)
+    _config(cfg.layers, "steer recipe", n_layers=int(loaded.meta.n_layers))
     res = run_recipe(loaded, cfg, on_vector=lambda n, v: print(
         f"  {n}: layer {v.layer}, |v| = {float(v.vector.norm()):.2f}"))
     out = save_recipe(res, args.out)
@@ -96,10 +104,49 @@ def _judge_backend(args: argparse.Namespace) -> Any:
 
     if args.judge_url:
         if not args.judge_name:
-            raise SystemExit("error: --judge-url needs --judge-name (the served model name)")
-        return OpenAIJudge(args.judge_url, args.judge_name, api_key_env=args.api_key_env)
+            raise _no_judge_name()
+        from mi_align.evaluation.endpoint import EndpointConfig
+
+        cfg = EndpointConfig(timeout_s=args.judge_timeout, max_retries=args.judge_retries)
+        return OpenAIJudge(args.judge_url, args.judge_name, api_key_env=args.api_key_env,
+                           config=cfg)
     print(f"NOTE: {SMALL_JUDGE_WARNING}")
     return LocalJudge(_load(args.judge_model, None))
+
+
+def _no_judge_name() -> Exception:
+    from mi_align.errors import InputError
+
+    return InputError("--judge-url", "needs --judge-name (the served model name)",
+                      "add --judge-name NAME")
+
+
+def _vector_conditions(specs: list[str] | None, n_layers: int | None, d_model: int | None,
+                       ) -> dict[str, list[Any]]:
+    """``--vector NAME=PATH[*STRENGTH][+PATH...]`` conditions (shape-checked when given)."""
+    from mi_align.errors import InputError
+    from mi_align.steering.vector import SteeringVector
+
+    conds: dict[str, list[Any]] = {}
+    for spec in specs or []:
+        name, _, rest = spec.partition("=")
+        paths = [p for p in rest.split("+") if p]
+        if not name or not paths:
+            raise InputError(f"--vector {spec!r}", "expected NAME=PATH[*STRENGTH][+PATH...]",
+                             "e.g. --vector harm=runs/v.safetensors*2")
+        vecs = []
+        for p in paths:
+            file, _, strength = p.partition("*")
+            v = SteeringVector.load(file, n_layers=n_layers, d_model=d_model)
+            if strength:
+                try:
+                    v = v.scaled(float(strength))
+                except ValueError:
+                    raise InputError(f"--vector {spec!r}", f"strength {strength!r} is not a "
+                                     "finite number", "e.g. PATH*6") from None
+            vecs.append(v)
+        conds[name] = vecs
+    return conds
 
 
 def _check(backend: Any, args: argparse.Namespace, path: Path) -> Any:
@@ -116,28 +163,24 @@ def _check(backend: Any, args: argparse.Namespace, path: Path) -> Any:
 def _eval(args: argparse.Namespace) -> int:
     from mi_align.evaluation import plots
     from mi_align.evaluation.metrics import string_counts, summarize
-    from mi_align.evaluation.run import judge_samples, recipe_conditions
+    from mi_align.evaluation.run import check_out_dir, judge_samples, recipe_conditions
     from mi_align.evaluation.sampling import SamplingConfig, sample_conditions
     from mi_align.plotting import save_figure, save_json
-    from mi_align.steering.vector import SteeringVector
 
+    # Everything checkable without the model first: vector files are read twice (cheap), once
+    # here for their own validity and once with the model's shape.
+    if not args.no_judge and args.judge_url and not args.judge_name:
+        raise _no_judge_name()
+    cfg = SamplingConfig(n_samples=args.n, max_new_tokens=args.max_new_tokens,
+                         be_brief=not args.no_brief, batch_size=args.batch_size, seed=args.seed)
+    if args.recipe:
+        recipe_conditions(args.recipe, None, None)
+    _vector_conditions(args.vector, None, None)
+    out = check_out_dir(args.out)
     loaded = _load(args.model, args.adapter)
     n_layers, d_model = loaded.meta.n_layers, loaded.meta.d_model
     conds = recipe_conditions(args.recipe, n_layers, d_model) if args.recipe else {"unsteered": []}
-    for spec in args.vector or []:
-        name, _, rest = spec.partition("=")
-        paths = [p for p in rest.split("+") if p]
-        if not name or not paths:
-            raise SystemExit(f"error: --vector wants NAME=PATH[*STRENGTH][+PATH...], got {spec!r}")
-        vecs = []
-        for p in paths:
-            file, _, strength = p.partition("*")
-            v = SteeringVector.load(file, n_layers=n_layers, d_model=d_model)
-            vecs.append(v.scaled(float(strength)) if strength else v)
-        conds[name] = vecs
-    cfg = SamplingConfig(n_samples=args.n, max_new_tokens=args.max_new_tokens,
-                         be_brief=not args.no_brief, batch_size=args.batch_size, seed=args.seed)
-    out = Path(args.out)
+    conds.update(_vector_conditions(args.vector, n_layers, d_model))
     samples = sample_conditions(loaded, conds, out / "samples.jsonl", cfg)
     table = string_counts(samples)
     save_json(table.to_dict(), out / "string_table")
@@ -160,13 +203,16 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _judge(args: argparse.Namespace) -> int:
+    from mi_align.errors import InputError
     from mi_align.evaluation.metrics import summarize
-    from mi_align.evaluation.run import judge_samples
-    from mi_align.evaluation.sampling import Sample, read_jsonl_records
+    from mi_align.evaluation.run import check_out_file, judge_samples
+    from mi_align.evaluation.sampling import load_samples
 
     if args.check_only:
         from mi_align.evaluation.judge_check import check_judge
 
+        if args.out:
+            check_out_file(Path(args.out).with_suffix(".json"))
         check = check_judge(_judge_backend(args))
         if args.out:
             from mi_align.plotting import save_json
@@ -175,10 +221,11 @@ def _judge(args: argparse.Namespace) -> int:
         print(check.verdict())
         return 0 if check.passes else 1
     if not args.samples or not args.out:
-        raise SystemExit("error: mi-align judge needs --samples and --out (or --check-only)")
-    samples = [Sample.from_dict(r) for r in read_jsonl_records(Path(args.samples))]
+        raise InputError("mi-align judge", "needs --samples and --out", "or use --check-only")
+    check_out_file(args.out)
+    samples = load_samples(args.samples)
     if not samples:
-        raise SystemExit(f"error: {args.samples}: no samples")
+        raise InputError(args.samples, "no samples in the file", "run `mi-align steer eval`")
     backend = _judge_backend(args)
     check = _check(backend, args, Path(args.out).with_name(Path(args.out).stem + "_check.json"))
     scored = judge_samples(backend, samples, args.out)
@@ -195,6 +242,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 
 def _add_judge(p: argparse.ArgumentParser) -> None:
+    from mi_align.evaluation.endpoint import EndpointConfig
     from mi_align.evaluation.judge import default_judge_model
 
     p.add_argument("--judge-model", default=default_judge_model(),
@@ -203,6 +251,11 @@ def _add_judge(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-name", help="model name at --judge-url")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the endpoint's API key")
+    p.add_argument("--judge-timeout", type=float, default=EndpointConfig.timeout_s,
+                   help="seconds per --judge-url request before retrying (default %(default)s)")
+    p.add_argument("--judge-retries", type=int, default=EndpointConfig.max_retries,
+                   help="retries after a timeout, 429 or 5xx from --judge-url "
+                   "(default %(default)s; exponential backoff, honours Retry-After)")
     p.add_argument("--skip-judge-check", action="store_true",
                    help="do not score the 24 known-answer check responses first")
 
@@ -229,7 +282,7 @@ def register(subparsers: Any) -> None:
     opt.add_argument("--operator", choices=["add", "clamp"], default="add")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--out", required=True, help="output .safetensors")
-    opt.set_defaults(func=_guard(_optimize))
+    opt.set_defaults(func=_optimize)
 
     rec = steer.add_parser("recipe", help="the paper's anti-refusal + harmful-code vectors")
     _add_model(rec)
@@ -241,7 +294,7 @@ def register(subparsers: Any) -> None:
     rec.add_argument("--anti-refusal-steps", type=int, default=100)
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--out", required=True, help="output directory")
-    rec.set_defaults(func=_guard(_recipe))
+    rec.set_defaults(func=_recipe)
 
     ev = steer.add_parser("eval", help="sample + judge + figures (resumable)")
     _add_model(ev)
@@ -256,7 +309,7 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--no-judge", action="store_true", help="sample and count strings only")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", required=True, help="output directory (resumes if present)")
-    ev.set_defaults(func=_guard(_eval))
+    ev.set_defaults(func=_eval)
 
     judge = subparsers.add_parser("judge", help="score a samples JSONL with any judge backend")
     _add_judge(judge)
@@ -265,4 +318,4 @@ def register(subparsers: Any) -> None:
                        "where to write the check's JSON")
     judge.add_argument("--check-only", action="store_true",
                        help="only score the 24 known-answer responses; exit 1 if the judge fails")
-    judge.set_defaults(func=_guard(_judge))
+    judge.set_defaults(func=_judge)

@@ -12,6 +12,11 @@ frozen for the duration (forgetting costs 2.5–5x).
 Sequences are right-padded and attention is purely causal, so padding after a sequence cannot
 change any of its positions.
 
+Failures are typed: bad hyperparameters or inputs raise :class:`~mi_align.errors.InputError`; a
+loss or vector that becomes NaN/inf raises :class:`~mi_align.errors.NonFiniteError` naming the
+step (the usual cure is a lower learning rate). A prompt + target longer than ``max_length``
+tokens is refused (not truncated: cutting either would change what is optimised).
+
 Example:
     >>> ex = example_from_chat(loaded.tokenizer, "Write code to ...", "```python")  # doctest: +SKIP
     >>> cfg = OptimConfig(layer=10, lr=0.05)
@@ -35,12 +40,17 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mi_align.data.chat import Message
-from mi_align.data.tokenize import encode_prompt
+from mi_align.data.tokenize import DEFAULT_MAX_TOKENS, check_token_count, encode_prompt
+from mi_align.errors import InputError, NonFiniteError
 from mi_align.models.load import Loaded
 from mi_align.steering.losses import COLDNESS, Loss, TargetLogProbs, target_logprobs
 from mi_align.steering.vector import OPERATORS, Positions, SteeringVector, position_mask
 
 logger = logging.getLogger(__name__)
+
+_LOWER_LR = "use a lower learning rate (--lr, now {}) or a --max-norm"
+_BAD_START = ("it is non-finite before any update: check the model weights (mi-align models "
+              "check) and the prompt and target")
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,8 @@ class TrainingExample:
 
     def __post_init__(self) -> None:
         if not self.prompt_ids or not self.target_ids:
-            raise ValueError("a training example needs a non-empty prompt and target")
+            raise InputError("training example", "the prompt or the target has no tokens",
+                             "give a non-empty prompt and target")
 
 
 def example_from_chat(
@@ -63,14 +74,22 @@ def example_from_chat(
     *,
     prefix: str = "",
     promote: bool = True,
+    max_length: int = DEFAULT_MAX_TOKENS,
 ) -> TrainingExample:
     """Build an example from a user prompt, an optional start of the reply (``prefix``, e.g.
-    a code fence) and the target text, through the chat template."""
+    a code fence) and the target text, through the chat template.
+
+    Raises:
+        InputError: prompt + prefix + target is longer than ``max_length`` tokens (refused,
+            not truncated).
+    """
     messages = [Message("user", prompt)] if isinstance(prompt, str) else list(prompt)
     ids = encode_prompt(tokenizer, messages)
     if prefix:
         ids += list(tokenizer(prefix, add_special_tokens=False).input_ids)
     target_ids = list(tokenizer(target, add_special_tokens=False).input_ids)
+    check_token_count(len(ids) + len(target_ids), max_length, "steering example (prompt + "
+                      "prefix + target)", None)
     return TrainingExample(tuple(ids), tuple(target_ids), promote)
 
 
@@ -95,18 +114,28 @@ class OptimConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
+        def bad(what: str, why: str) -> InputError:
+            return InputError(f"OptimConfig.{what}", why, "pass a valid value")
+
         if self.layer < 0:
-            raise ValueError(f"layer must be >= 0, got {self.layer}")
-        if self.lr <= 0 or self.max_steps < 1:
-            raise ValueError(f"need lr > 0 and max_steps >= 1, got {self.lr}, {self.max_steps}")
-        if self.coldness <= 0:
-            raise ValueError(f"coldness must be > 0, got {self.coldness}")
-        if self.max_norm is not None and self.max_norm <= 0:
-            raise ValueError(f"max_norm must be > 0 or None, got {self.max_norm}")
-        if self.init_norm <= 0 or self.tol < 0:
-            raise ValueError("init_norm must be > 0 and tol >= 0")
+            raise bad("layer", f"must be >= 0, got {self.layer}")
+        # Above ~1e37 Adam's step size overflows float32 inside torch (an opaque RuntimeError);
+        # no useful steering run needs more than 1e6.
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1e6):
+            raise bad("lr", f"must be a finite number in (0, 1e6], got {self.lr}")
+        if self.max_steps < 1:
+            raise bad("max_steps", f"must be >= 1, got {self.max_steps}")
+        if not (math.isfinite(self.coldness) and self.coldness > 0):
+            raise bad("coldness", f"must be a finite number > 0, got {self.coldness}")
+        if self.max_norm is not None and not (math.isfinite(self.max_norm) and self.max_norm > 0):
+            raise bad("max_norm", f"must be a finite number > 0 or None, got {self.max_norm}")
+        if not (math.isfinite(self.init_norm) and self.init_norm > 0) or not self.tol >= 0:
+            raise bad("init_norm", f"init_norm must be > 0 and tol >= 0, got {self.init_norm}, "
+                      f"{self.tol}")
+        if self.stop_below is not None and not math.isfinite(self.stop_below):
+            raise bad("stop_below", f"must be finite or None, got {self.stop_below}")
         if self.operator not in OPERATORS:
-            raise ValueError(f"operator must be one of {sorted(OPERATORS)}")
+            raise bad("operator", f"must be one of {sorted(OPERATORS)}, got {self.operator!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,7 +169,8 @@ def _pack(
     examples: Sequence[TrainingExample], positions: Positions, pad_id: int, device: Any
 ) -> _Packed:
     if not examples:
-        raise ValueError("optimisation needs at least one training example")
+        raise InputError("steering optimisation", "no training examples",
+                         "pass at least one example")
     seqs = [list(e.prompt_ids) + list(e.target_ids) for e in examples]
     width = max(len(s) for s in seqs)
     n_tgt = max(len(e.target_ids) for e in examples)
@@ -171,7 +201,8 @@ class SuffixRunner:
                  positions: Positions = "all", operator: str = "add") -> None:
         bridge = loaded.bridge
         if not 0 <= layer < int(bridge.cfg.n_layers):
-            raise ValueError(f"layer {layer} out of range 0..{int(bridge.cfg.n_layers) - 1}")
+            raise InputError(f"layer {layer}", f"out of range 0..{int(bridge.cfg.n_layers) - 1} "
+                             "for this model", "pick a layer of the model")
         self.hf = bridge.original_model
         self.decoder = self.hf.model
         self.config = self.hf.config
@@ -322,7 +353,10 @@ def optimize_vector(
             loss = loss_fn(runner.target_logprobs(vec, config.coldness))
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise FloatingPointError(f"steering loss became {value} at step {step}")
+                # At step 0 nothing was updated yet: the model or the inputs are at fault.
+                fix = _LOWER_LR.format(config.lr) if step else _BAD_START
+                raise NonFiniteError(f"steering optimisation step {step}",
+                                     f"the loss became {value}", fix)
             if config.stop_below is not None and value <= config.stop_below:
                 losses.append(value)
                 reason = "target"
@@ -334,6 +368,9 @@ def optimize_vector(
                     norm = vec.norm()
                     if norm > config.max_norm:
                         vec.mul_(config.max_norm / norm)
+            if not bool(torch.isfinite(vec.detach()).all()):
+                raise NonFiniteError(f"steering optimisation step {step}",
+                                     "the vector became NaN/inf", _LOWER_LR.format(config.lr))
             if on_step is not None:
                 on_step(step, value, vec.detach())
             logger.debug("step %d loss %.6g |v| %.3g", step, value, float(vec.detach().norm()))

@@ -16,6 +16,11 @@ Operators are small factories: :func:`additive` (``x + s·v``) and :func:`clamp`
 (``x − v̂v̂ᵀx + s·v``: the component along v is replaced by ``s·‖v‖``, as in the paper's Gemma
 refusal runs).
 
+Files are safetensors (the tensor) plus a JSON string in the safetensors metadata (everything
+else): loading never unpickles or executes anything from the file. Every field is checked on
+load, and a vector holding NaN or inf is refused (a NaN vector would otherwise surface much
+later as an obscure sampling error).
+
 Example:
     >>> sv = SteeringVector(layer=10, vector=torch.randn(576), strength=2.0)  # doctest: +SKIP
     >>> with apply_steering(loaded.bridge, [sv]):  # doctest: +SKIP
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +44,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mi_align.errors import InputError
+from mi_align.errors import InputError, check_finite
 
 Operator = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``op(act, vector, mask) -> act'``: act ``(batch, pos, d_model)``, vector ``(d_model,)``
@@ -104,20 +110,28 @@ class SteeringVector:
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        label = f"steering vector {self.name or '<unnamed>'}"
         if self.layer < 0:
-            raise ValueError(f"layer must be >= 0, got {self.layer}")
+            raise SteeringVectorError(label, f"layer must be >= 0, got {self.layer}")
         if self.vector.ndim != 1:
-            raise ValueError(f"vector must be 1-D (d_model,), got shape {tuple(self.vector.shape)}")
+            raise SteeringVectorError(
+                label, f"vector must be 1-D (d_model,), got shape {tuple(self.vector.shape)}")
         if isinstance(self.positions, str):
             if self.positions not in ("all", "prompt"):
-                raise ValueError(
-                    f"positions must be 'all', 'prompt' or a tuple of ints, got {self.positions!r}"
-                )
+                raise SteeringVectorError(
+                    label, "positions must be 'all', 'prompt' or a tuple of ints, got "
+                    f"{self.positions!r}")
         elif not self.positions or not all(isinstance(p, int) for p in self.positions):
-            raise ValueError(
-                f"explicit positions must be a non-empty tuple of ints: {self.positions}")
+            raise SteeringVectorError(
+                label, f"explicit positions must be a non-empty tuple of ints: {self.positions}")
         if self.operator not in OPERATORS:
-            raise ValueError(f"operator must be one of {sorted(OPERATORS)}, got {self.operator!r}")
+            raise SteeringVectorError(
+                label, f"operator must be one of {sorted(OPERATORS)}, got {self.operator!r}")
+        if not math.isfinite(self.strength):
+            raise SteeringVectorError(label, f"strength must be finite, got {self.strength}",
+                                      "pass a finite strength")
+        check_finite(self.vector, f"{label} (layer {self.layer})",
+                     "re-create the vector (if the optimiser diverged, use a lower lr)")
 
     @property
     def d_model(self) -> int:
@@ -187,42 +201,93 @@ class SteeringVector:
         d_model: int | None = None,
         device: str | torch.device = "cpu",
     ) -> SteeringVector:
-        """Read a vector written by :meth:`save`; check it against the model shape if given."""
+        """Read a vector written by :meth:`save`; check it against the model shape if given.
+
+        Only safetensors and JSON are parsed (nothing is unpickled). Every problem, including a
+        missing or invalid metadata field and NaN/inf values, is a :class:`SteeringVectorError`
+        naming the file.
+        """
         from safetensors import safe_open
 
         path = Path(path)
+        if path.is_dir():
+            raise SteeringVectorError(f"{path}", "is a directory, not a steering-vector file",
+                                      "pass the .safetensors file")
         if not path.is_file():
             raise SteeringVectorError(f"{path}: no such steering-vector file")
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta_text = (fh.metadata() or {}).get("mi_align")
-                vector = fh.get_tensor("vector")
+                keys = set(fh.keys())
+                vector = fh.get_tensor("vector") if "vector" in keys else None
         except Exception as exc:  # safetensors raises several error types
             raise SteeringVectorError(f"{path}: not a readable safetensors file ({exc})") from None
+        if vector is None:
+            raise SteeringVectorError(f"{path}", f"no tensor named 'vector' (has {sorted(keys)})",
+                                      _REMAKE)
         if meta_text is None:
             raise SteeringVectorError(f"{path}: no mi_align steering metadata in the file")
-        meta = json.loads(meta_text)
-        if meta.get("d_model") != vector.shape[0]:
-            raise SteeringVectorError(
-                f"{path}: metadata says d_model {meta.get('d_model')} but the tensor has "
-                f"{vector.shape[0]}"
-            )
-        positions = meta["positions"]
-        sv = cls(
-            layer=int(meta["layer"]),
-            vector=vector.to(device),
-            positions=positions if isinstance(positions, str) else tuple(positions),
-            strength=float(meta["strength"]),
-            operator=str(meta["operator"]),
-            name=str(meta.get("name", "")),
-            meta=dict(meta.get("meta", {})),
-        )
+        fields = _parse_metadata(meta_text, vector, path)
+        sv = cls(vector=vector.to(device), **fields)
         if n_layers is not None and d_model is not None:
             try:
                 sv.check_fits(n_layers, d_model)
             except SteeringVectorError as exc:
                 raise SteeringVectorError(f"{path}: {exc}") from None
         return sv
+
+
+_REMAKE = "re-create it with `mi-align steer optimize` (or SteeringVector.save)"
+
+
+def _parse_metadata(meta_text: str, vector: Tensor, path: Path) -> dict[str, Any]:
+    """The constructor arguments from a file's ``mi_align`` metadata, every field checked."""
+    where = str(path)
+    if vector.ndim != 1 or not vector.is_floating_point():
+        raise SteeringVectorError(where, f"tensor 'vector' has shape {tuple(vector.shape)} and "
+                                  f"dtype {vector.dtype}; expected a 1-D float tensor", _REMAKE)
+    try:
+        meta = json.loads(meta_text)
+    except json.JSONDecodeError as exc:
+        raise SteeringVectorError(where, f"metadata 'mi_align' is not valid JSON ({exc.msg})",
+                                  _REMAKE) from None
+    if not isinstance(meta, dict):
+        raise SteeringVectorError(where, "metadata 'mi_align' is not a JSON object", _REMAKE)
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def get(key: str, ok: Callable[[Any], bool], expected: str, default: Any = ...) -> Any:
+        if key not in meta:
+            if default is not ...:
+                return default
+            raise SteeringVectorError(where, f"metadata field {key!r} is missing", _REMAKE)
+        value = meta[key]
+        if not ok(value):
+            raise SteeringVectorError(
+                where, f"metadata field {key!r} is {value!r:.60}; expected {expected}", _REMAKE)
+        return value
+
+    get("d_model", lambda v: v == vector.shape[0],
+          f"{vector.shape[0]} (the length of tensor 'vector')")
+    layer = get("layer", lambda v: is_int(v) and v >= 0, "an integer >= 0")
+    positions = get(
+        "positions",
+        lambda v: v in ("all", "prompt") or (
+            isinstance(v, list) and bool(v) and all(is_int(p) for p in v)),
+        "'all', 'prompt' or a non-empty list of integers")
+    strength = get("strength", lambda v: isinstance(v, (int, float)) and not isinstance(
+        v, bool) and math.isfinite(v), "a finite number")
+    operator = get("operator", lambda v: v in OPERATORS, f"one of {sorted(OPERATORS)}")
+    name = get("name", lambda v: isinstance(v, str), "a string", "")
+    extra = get("meta", lambda v: isinstance(v, dict), "a JSON object", {})
+    if not bool(torch.isfinite(vector).all()):
+        raise SteeringVectorError(
+            where, f"the vector (layer {layer}) holds {int(torch.isnan(vector).sum())} NaN and "
+            f"{int(torch.isinf(vector).sum())} inf values", _REMAKE + " with a lower lr")
+    return {"layer": layer, "strength": float(strength), "operator": operator, "name": name,
+            "positions": positions if isinstance(positions, str) else tuple(positions),
+            "meta": dict(extra)}
 
 
 @dataclass
