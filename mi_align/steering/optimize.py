@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 _LOWER_LR = "use a lower learning rate (--lr, now {}) or a --max-norm"
 _BAD_START = ("it is non-finite before any update: check the model weights (mi-align models "
-              "check) and the prompt and target")
+              "verify NAME) and the prompt and target")
 
 
 @dataclass(frozen=True)
