@@ -218,7 +218,12 @@ def test_em_rate_and_string_counts_against_explicit_loop() -> None:
     assert r.rate == pytest.approx(1 / 3)
     assert (r.n_scored, r.n_unscored, r.n_coherent) == (3, 1, 2)
     assert r.mean_alignment_coherent == pytest.approx(50.0)
-    assert r.ci_low <= r.rate <= r.ci_high
+    # Wilson 95% for 1 of 3, closed form (see tests/test_stats.py); one question: no bootstrap
+    z, n, p = 1.959963984540054, 3, 1 / 3
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    assert (r.ci_low, r.ci_high) == pytest.approx((centre - half, centre + half), abs=1e-12)
+    assert r.em is not None and r.em.by_question is None and r.em.k == 1
     table = string_counts([x.sample for x in rows], {"quick_buck": ("crypto", "scam")})
     expect = {}
     for cond in ("s", "u"):
@@ -259,6 +264,59 @@ def test_condition_counts_against_explicit_loop() -> None:
             assert got.refusal[m][c] == sum("sorry" in s.response for s in cell)
     assert not looks_like_code("I'd import goods") and looks_like_code("x = 1\nclass A:")
     assert (got.refusal["mis"]["v"], got.code["mis"]["v"], got.totals["mis"]["v"]) == (1, 2, 5)
+
+
+def test_condition_counts_intervals_and_tests_against_direct_calls() -> None:
+    """Each cell's Wilson interval, its Fisher p against the unsteered cell, and the
+    question-level permutation p equal the stats functions called by hand on the counts."""
+    from scipy import stats as sps
+
+    from mi_align.evaluation.metrics import condition_counts
+
+    # 4 questions x 4 answers; unsteered refuses 3 of 4 in every question, steered refuses in
+    # q0 only (4 of 4): 12/16 vs 4/16.
+    samples = []
+    for c in ("unsteered", "rev"):
+        for q in range(4):
+            for i in range(4):
+                refuse = (c == "unsteered" and i < 3) or (c == "rev" and q == 0)
+                samples.append(Sample(c, f"q{q}", "q", i, "I'm sorry" if refuse else "ok", 3, True))
+    got = condition_counts({"m": samples}, n_resamples=2000)
+    assert got.reference == "unsteered"
+    ref, rev = got.rates["refusal"]["m"]["unsteered"], got.rates["refusal"]["m"]["rev"]
+    assert (ref.k, ref.n, rev.k, rev.n) == (12, 16, 4, 16)
+    ci = sps.binomtest(4, 16).proportion_ci(0.95, method="wilson")
+    assert (rev.wilson.low, rev.wilson.high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    cmp = got.vs_reference["refusal"]["m"]["rev"]
+    assert cmp.fisher.p == pytest.approx(sps.fisher_exact([[4, 12], [12, 4]]).pvalue)
+    # by hand: the per-question (rev - unsteered) differences are +1/4, -3/4, -3/4, -3/4; a swap
+    # flips a question's sign; |sum| >= 2 only when the three -3/4 keep one sign (either sign of
+    # the +1/4): 4 of 16 relabelings, p = 1/4
+    assert cmp.by_question is not None and cmp.by_question.p == pytest.approx(4 / 16)
+    assert cmp.by_question.statistic == pytest.approx(4 / 16 - 12 / 16)
+    # rev's refusals all sit in one question of four: resampling questions, the rate is
+    # Binomial(4, 1/4)/4, percentiles 0 and 3/4
+    assert (rev.by_question.low, rev.by_question.high) == pytest.approx((0.0, 0.75))
+    d = got.to_dict()
+    assert d["vs_reference"]["refusal"]["m"]["rev"]["fisher"]["p"] == cmp.fisher.p
+    assert "unsteered" not in got.vs_reference["refusal"]["m"]
+
+
+def test_summarize_tests_each_condition_against_unsteered() -> None:
+    from scipy import stats as sps
+
+    from mi_align.evaluation.metrics import summarize
+
+    rows = [_scored("unsteered", f"q{q}", i, "x", 90, 90) for q in range(3) for i in range(4)]
+    rows += [_scored("rev", f"q{q}", i, "x", 10 if i < 2 else 90, 90)
+             for q in range(3) for i in range(4)]
+    s = summarize(rows, n_boot=300)
+    assert s.em["rev"].em.k == 6 and s.em["unsteered"].em.k == 0
+    assert s.vs_reference["rev"].fisher.p == pytest.approx(sps.fisher_exact([[6, 6], [0, 12]]).pvalue)
+    # every question differs by +1/2; of the 8 swaps only all-kept and all-swapped reach |1/2|
+    assert s.vs_reference["rev"].by_question.p == pytest.approx(2 / 8)
+    assert s.em["unsteered"].ci_high == pytest.approx(1.959963984540054**2 / (12 + 1.959963984540054**2))
+    assert s.to_dict()["em"]["unsteered"]["ci_high"] == s.em["unsteered"].ci_high
 
 
 def test_direction_cosines_against_null() -> None:

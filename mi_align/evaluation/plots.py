@@ -4,7 +4,10 @@
   with the unsteered and anti-refusal-only baselines as ordinary conditions.
 - :func:`plot_alignment_vs_coherence`: every scored response, one colour per condition.
 - :func:`plot_string_table`: the harmful-string count table (Dunefsky's Table 1 layout).
-- :func:`plot_strength_sweep`: general vs cyber string counts against steering strength.
+- :func:`plot_condition_counts`: Table-1 string / code / refusal shares per condition, Wilson 95%
+  error bars, Fisher exact p against the unsteered condition.
+- :func:`plot_strength_sweep`: general vs cyber string shares against steering strength, with
+  Wilson 95% error bars.
 - :func:`plot_direction_cosines`: steering-vector cosines with an alignment direction vs null.
 
 Example:
@@ -19,13 +22,32 @@ from mi_align.evaluation.metrics import (
     ConditionCounts,
     DirectionCosines,
     EvalSummary,
+    RateComparison,
     StrengthSweep,
     StringTable,
 )
 from mi_align.plotting import style
+from mi_align.stats import Interval
 
 PALETTE = ("#636efa", "#00cc96", "#ef553b", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692",
            "#b6e880", "#fecb52")
+
+
+def _error_bars(rate: float | None, ci: Interval | None) -> tuple[float | None, float | None]:
+    """(above, below) distances from a rate to its interval's ends, for ``error_y``."""
+    if rate is None or ci is None:
+        return None, None
+    return ci.high - rate, rate - ci.low
+
+
+def _p(p: float) -> str:
+    """``=0.013`` or ``<0.001``, to follow a test's letter."""
+    return f"={p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def _cmp_text(cmp: RateComparison) -> str:
+    q = "" if cmp.by_question is None else f", q{_p(cmp.by_question.p)}"
+    return f" p{_p(cmp.fisher.p)}{q}"
 
 
 def _note(summary: EvalSummary) -> str:
@@ -33,6 +55,15 @@ def _note(summary: EvalSummary) -> str:
         return summary.judge_check.verdict()
     return f"judge: {summary.judge}" + (" (small local judge: noisy; not checked)"
                                         if "local:" in summary.judge else " (not checked)")
+
+
+def _em_label(summary: EvalSummary, cond: str) -> str:
+    r = summary.em[cond]
+    if r.em is None:
+        return f"{cond} (no scored answer)"
+    text = f"{cond} (EM {r.em.k}/{r.em.n} = {r.rate:.0%}, Wilson 95% {r.ci_low:.0%}–{r.ci_high:.0%}"
+    cmp = summary.vs_reference.get(cond)
+    return text + (f"; Fisher p{_p(cmp.fisher.p)} vs {cmp.reference})" if cmp else ")")
 
 
 def plot_alignment_violin(summary: EvalSummary) -> go.Figure:
@@ -43,7 +74,7 @@ def plot_alignment_violin(summary: EvalSummary) -> go.Figure:
         fig.add_trace(go.Violin(
             x=[s.sample.question_id for s in rows],
             y=[s.judgement.alignment for s in rows],
-            name=f"{cond} (EM {summary.em[cond].rate:.0%})",
+            name=_em_label(summary, cond),
             legendgroup=cond, scalegroup=cond, line_color=PALETTE[i % len(PALETTE)],
             box_visible=True, meanline_visible=True, points=False, spanmode="hard",
         ))
@@ -86,34 +117,59 @@ def plot_string_table(table: StringTable) -> go.Figure:
 
 def plot_condition_counts(counts: ConditionCounts) -> go.Figure:
     """Per condition: share of answers with a Table-1 string, that are code, that refuse; one
-    bar per model and measure."""
+    bar per model and measure, Wilson 95% error bars, and over each bar ``k/n`` with the Fisher
+    exact p against the same model's reference (unsteered) condition."""
     fig = go.Figure()
     for i, m in enumerate(counts.models):
-        for measure, table, pattern in (("harmful string", counts.harmful, ""),
-                                        ("code", counts.code, "/"),
-                                        ("refusal", counts.refusal, ".")):
-            tot = counts.totals[m]
+        for measure, key, pattern in (("harmful string", "harmful", ""), ("code", "code", "/"),
+                                      ("refusal", "refusal", ".")):
+            rates = counts.rates.get(key, {}).get(m, {})
+            vs = counts.vs_reference.get(key, {}).get(m, {})
+            ys, ups, downs, texts = [], [], [], []
+            for c in counts.conditions:
+                r = rates.get(c)
+                y = None if r is None else r.rate
+                up, down = _error_bars(y, None if r is None else r.wilson)
+                cmp = vs.get(c)
+                k, n = getattr(counts, key)[m][c], counts.totals[m][c]
+                ys.append(y)
+                ups.append(up)
+                downs.append(down)
+                texts.append(f"{k}/{n}" + (_cmp_text(cmp) if cmp else ""))
             fig.add_trace(go.Bar(
-                x=list(counts.conditions), name=f"{m}: {measure}",
-                y=[table[m][c] / tot[c] if tot[c] else None for c in counts.conditions],
-                text=[f"{table[m][c]}/{tot[c]}" for c in counts.conditions],
+                x=list(counts.conditions), name=f"{m}: {measure}", y=ys, text=texts,
+                error_y={"type": "data", "array": ups, "arrayminus": downs, "visible": True},
                 marker={"color": PALETTE[i % len(PALETTE)], "pattern": {"shape": pattern}},
             ))
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 1])
-    return style(fig, "Answers with a Table-1 string / code / a refusal, per steering condition",
+    ref = counts.reference
+    test = (f"p: two-sided Fisher exact test vs {ref} (null: equal rates, answers independent); "
+            f"q: p of a permutation test swapping the two conditions within whole questions"
+            if ref else "no reference condition sampled: no test")
+    return style(fig, "Answers with a Table-1 string / code / a refusal, per steering condition"
+                 f"<br><sup>error bars: Wilson 95% intervals; {test}</sup>",
                  "condition", "share of answers")
 
 
 def plot_strength_sweep(sweep: StrengthSweep) -> go.Figure:
     fig = go.Figure()
-    for name, ys, color in (("general misalignment strings", sweep.general, PALETTE[0]),
-                            ("cybersecurity strings", sweep.cyber, PALETTE[4])):
-        fig.add_trace(go.Scatter(x=list(sweep.strengths), y=list(ys), mode="lines+markers",
-                                 name=name, line={"color": color}))
+    for name, ks, cis, color in (
+            ("general misalignment strings", sweep.general, sweep.general_ci, PALETTE[0]),
+            ("cybersecurity strings", sweep.cyber, sweep.cyber_ci, PALETTE[4])):
+        ys = [k / n if n else None for k, n in zip(ks, sweep.totals, strict=True)]
+        bars = [_error_bars(y, ci) for y, ci in zip(ys, cis or (None,) * len(ys), strict=True)]
+        fig.add_trace(go.Scatter(
+            x=list(sweep.strengths), y=ys, mode="lines+markers", name=name,
+            line={"color": color},
+            text=[f"{k}/{n}" for k, n in zip(ks, sweep.totals, strict=True)],
+            error_y={"type": "data", "array": [b[0] for b in bars],
+                     "arrayminus": [b[1] for b in bars], "visible": True}))
+    fig.update_yaxes(range=[0, 1])
     n = max(sweep.totals) if sweep.totals else 0
-    return style(fig, f"Steering strength sweep {sweep.label}", "steering strength",
-                 f"responses containing any string (of {n})")
+    return style(fig, f"Steering strength sweep {sweep.label}<br><sup>error bars: Wilson 95% "
+                 "intervals (answers independent); no test across strengths</sup>",
+                 "steering strength", f"share of responses containing any string (of {n})")
 
 
 def plot_direction_cosines(res: DirectionCosines) -> go.Figure:
