@@ -45,10 +45,17 @@ def test_expected_score_on_crafted_distribution() -> None:
         expected_score({101: 0.5})
 
 
-def test_local_judge_trie_equals_naive_sequence_probabilities(tiny) -> None:
+@pytest.mark.parametrize("tree", [True, False])
+def test_local_judge_trie_equals_naive_sequence_probabilities(tiny, tree) -> None:
     judge = LocalJudge(tiny)
+    judge._fits_tree = lambda hf, n: tree  # type: ignore[method-assign]  # both paths
     prompt = "Rate this answer from 0 to 100: 50"
+    default = judge.number_probs([prompt])[0]
+    judge.min_prefix_prob = 0.0  # every end-of-number factor, exactly
     got = judge.number_probs([prompt])[0]
+    # The default leaves out exactly the numbers whose prefix probability is below 1e-6.
+    assert all(default[n] == (got[n] if default[n] else 0.0) for n in got)
+    assert all(got[n] < 1e-6 for n in got if default[n] == 0.0)
     tok = tiny.tokenizer
     ids = encode_prompt(tok, [Message("user", prompt)])
     seqs = judge.numbers

@@ -152,9 +152,9 @@ class LocalJudge:
         for seq in self.numbers.values():
             prefixes.update(seq[:k] for k in range(len(seq) + 1))
         self.prefixes = sorted(prefixes, key=lambda p: (len(p), p))
-        leaves = [p for p in self.prefixes if p and not any(
-            q[: len(p)] == p and len(q) > len(p) for q in self.prefixes)]
-        self.rows = sorted(leaves, key=lambda p: (len(p), p))
+        proper = {s[:k] for s in self.numbers.values() for k in range(len(s))}
+        self.rows = _leaves(proper)  # first pass: every proper prefix of a number
+        self.min_prefix_prob = MIN_PREFIX_PROB  # 0: every end factor, exactly
         vocab = len(tok)
         digit = torch.zeros(vocab, dtype=torch.bool)
         for i in range(vocab):
@@ -163,7 +163,17 @@ class LocalJudge:
         self.digit_mask = digit
 
     def _dists(self, prompt_ids: list[int]) -> dict[tuple[int, ...], torch.Tensor]:
-        """Next-token probabilities after ``prompt + prefix`` for every needed prefix."""
+        """Next-token probabilities after ``prompt + prefix`` for every proper prefix of a
+        number, and after every whole number whose own probability could matter.
+
+        Usually one pass after the KV-cached prompt: every trie node at once under a tree
+        mask (:meth:`_tree`). Where a sliding attention window is shorter than the prompt,
+        two batched passes instead: the proper prefixes, then the whole numbers whose prefix
+        probability is at least ``min_prefix_prob`` (their end-of-number factor); a number
+        below it scores 0, so at most 101 x 1e-6 of mass is dropped there.
+        """
+        import copy
+
         from transformers import DynamicCache
 
         from mi_align.generate import kv_cache_guard
@@ -171,11 +181,6 @@ class LocalJudge:
         hf = self.loaded.bridge.original_model
         device = next(hf.parameters()).device
         ids = torch.tensor([prompt_ids], device=device)
-        width = max(len(r) for r in self.rows)
-        pad = int(self.loaded.tokenizer.pad_token_id)
-        cont = torch.full((len(self.rows), width), pad, dtype=torch.long, device=device)
-        for i, r in enumerate(self.rows):
-            cont[i, : len(r)] = torch.tensor(r)
         with torch.inference_mode():
             # Our own cache object (public HF API), checked after the prompt: the cache on the
             # output object is not something to rely on (transformers 5.24 left it empty).
@@ -183,13 +188,70 @@ class LocalJudge:
             out = hf(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             kv_cache_guard(cache, ids.shape[1])
             dists = {(): torch.softmax(out.logits[0, -1].float(), -1).cpu()}
-            cache.batch_repeat_interleave(len(self.rows))
-            logits = hf(input_ids=cont, past_key_values=cache, use_cache=False).logits
-            probs = torch.softmax(logits.float(), -1).cpu()
-        for i, r in enumerate(self.rows):
-            for k in range(1, len(r) + 1):
-                dists.setdefault(r[:k], probs[i, k - 1])
+            if self._fits_tree(hf, ids.shape[1]):
+                dists.update(self._tree(hf, cache, ids.shape[1], device))
+                return dists
+            dists.update(self._continue(hf, copy.deepcopy(cache), self.rows, device))
+            need = [seq for seq in self.numbers.values()
+                    if seq not in dists and _prefix_prob(dists, seq) >= self.min_prefix_prob]
+            by_length: dict[int, list[tuple[int, ...]]] = {}
+            for seq in need:
+                by_length.setdefault(len(seq), []).append(seq)
+            for i, group in enumerate(by_length.values()):
+                last = i == len(by_length) - 1
+                dists.update(self._ends(hf, cache if last else copy.deepcopy(cache), group, device))
         return dists
+
+    def _ends(self, hf: Any, cache: Any, seqs: Sequence[tuple[int, ...]],
+              device: torch.device) -> dict[tuple[int, ...], torch.Tensor]:
+        """The distribution after each whole sequence (all of one length): one batch, last
+        position only (the positions before it are known from the first pass)."""
+        cont = torch.tensor([list(s) for s in seqs], dtype=torch.long, device=device)
+        cache.batch_repeat_interleave(len(seqs))
+        logits = hf(input_ids=cont, past_key_values=cache, use_cache=False,
+                    logits_to_keep=1).logits[:, -1]
+        probs = torch.softmax(logits.float(), -1).cpu()
+        return {s: probs[i] for i, s in enumerate(seqs)}
+
+    def _fits_tree(self, hf: Any, n_prompt: int) -> bool:
+        """One tree pass needs every node inside any sliding attention window."""
+        window = getattr(hf.config, "sliding_window", None)
+        return window is None or n_prompt + max(map(len, self.prefixes)) <= window
+
+    def _tree(self, hf: Any, cache: Any, n_prompt: int,
+              device: torch.device) -> dict[tuple[int, ...], torch.Tensor]:
+        """Every prefix's next-token distribution in ONE pass: all trie nodes (each a number
+        or a proper prefix of one) as a single sequence after the cached prompt, each node
+        attending to the prompt and to its own ancestors only (a 4D tree mask, positions by
+        depth). The prompt's keys and values are not copied per row."""
+        nodes = [p for p in self.prefixes if p]
+        m = len(nodes)
+        allowed = torch.ones(m, n_prompt + m, dtype=torch.bool, device=device)
+        for i, s in enumerate(nodes):
+            for j, a in enumerate(nodes):
+                allowed[i, n_prompt + j] = len(a) <= len(s) and s[: len(a)] == a
+        dtype = next(hf.parameters()).dtype
+        mask = torch.zeros(1, 1, m, n_prompt + m, dtype=dtype, device=device)
+        mask.masked_fill_(~allowed[None, None], torch.finfo(dtype).min)
+        ids = torch.tensor([[s[-1] for s in nodes]], device=device)
+        pos = torch.tensor([[n_prompt + len(s) - 1 for s in nodes]], device=device)
+        logits = hf(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                    use_cache=False).logits[0]
+        probs = torch.softmax(logits.float(), -1).cpu()
+        return {s: probs[i] for i, s in enumerate(nodes)}
+
+    def _continue(self, hf: Any, cache: Any, rows: Sequence[tuple[int, ...]],
+                  device: torch.device) -> dict[tuple[int, ...], torch.Tensor]:
+        """Distributions after each prefix of each row, all rows in one batch on ``cache``."""
+        width = max(len(r) for r in rows)
+        pad = int(self.loaded.tokenizer.pad_token_id)
+        cont = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
+        for i, r in enumerate(rows):
+            cont[i, : len(r)] = torch.tensor(r)
+        cache.batch_repeat_interleave(len(rows))
+        probs = torch.softmax(hf(input_ids=cont, past_key_values=cache, use_cache=False)
+                              .logits.float(), -1).cpu()
+        return {r[:k]: probs[i, k - 1] for i, r in enumerate(rows) for k in range(1, len(r) + 1)}
 
     def number_probs(self, prompts: Sequence[str]) -> list[dict[int, float]]:
         out = []
@@ -198,13 +260,29 @@ class LocalJudge:
             dists = self._dists(ids)
             probs: dict[int, float] = {}
             for n, seq in self.numbers.items():
-                p = 1.0
-                for k, token in enumerate(seq):
-                    p *= float(dists[seq[:k]][token])
-                p *= 1.0 - float(dists[seq][self.digit_mask].sum())  # the number ends here
-                probs[n] = p
+                p = _prefix_prob(dists, seq)
+                # The number ends here (no further digit); left out (0) when P < 1e-6.
+                probs[n] = p * (1.0 - float(dists[seq][self.digit_mask].sum())) \
+                    if seq in dists else 0.0
             out.append(probs)
         return out
+
+
+MIN_PREFIX_PROB = 1e-6
+
+
+def _prefix_prob(dists: dict[tuple[int, ...], torch.Tensor], seq: tuple[int, ...]) -> float:
+    p = 1.0
+    for k, token in enumerate(seq):
+        p *= float(dists[seq[:k]][token])
+    return p
+
+
+def _leaves(prefixes: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The non-empty sequences that extend no other one (each row covers its prefixes)."""
+    leaves = [p for p in prefixes if p and not any(
+        q[: len(p)] == p and len(q) > len(p) for q in prefixes)]
+    return sorted(leaves, key=lambda p: (len(p), p))
 
 
 class OpenAIJudge:
