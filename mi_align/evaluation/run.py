@@ -3,7 +3,11 @@
 - :func:`judge_samples`: score samples with any judge backend, appending to a JSONL file as
   batches finish (resumable like sampling: already-judged samples are skipped).
 - :func:`recipe_conditions` / :func:`save_recipe`: the recipe's vectors on disk and the
-  evaluation conditions built from them (unsteered, anti-refusal only, harmful ×1 + anti ×6).
+  evaluation conditions built from them (unsteered, anti-refusal only, harmful ×1 + anti ×6,
+  and by default the controls: each control ×1 + anti ×6).
+- :func:`recipe_controls`: the control vectors of a recipe (norm-matched random vectors and the
+  contrastive mean-difference vector, :mod:`mi_align.steering.controls`), built once and cached
+  as safetensors next to a ``controls.json`` that records what they were built from.
 - :func:`sweep_strengths`: samples for one question at several strengths of one vector.
 - :func:`check_out_dir` / :func:`check_out_file`: prove an output location writable before any
   model is loaded, so a bad ``--out`` costs seconds, not the whole run.
@@ -34,8 +38,10 @@ from mi_align.evaluation.sampling import (
     append_jsonl,
     read_jsonl_records,
     sample_conditions,
+    vector_fingerprint,
 )
 from mi_align.models.load import Loaded
+from mi_align.steering.controls import ControlConfig, control_vectors
 from mi_align.steering.recipe import RecipeResult
 from mi_align.steering.vector import SteeringVector, SteeringVectorError
 
@@ -144,11 +150,12 @@ def save_recipe(result: RecipeResult, out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
-def recipe_conditions(
+def recipe_vectors(
     out_dir: str | os.PathLike[str], n_layers: int | None, d_model: int | None
-) -> dict[str, list[SteeringVector]]:
-    """Conditions from a directory written by :func:`save_recipe` (checked against the model
-    when ``n_layers`` and ``d_model`` are given; without them, only the files are checked)."""
+) -> tuple[SteeringVector, dict[str, SteeringVector]]:
+    """(anti-refusal vector, {name: harmful vector}) from a directory written by
+    :func:`save_recipe` (checked against the model when ``n_layers`` and ``d_model`` are given;
+    without them, only the files are checked)."""
     out = Path(out_dir)
     meta_path = out / "recipe.json"
     if not meta_path.is_file():
@@ -164,11 +171,86 @@ def recipe_conditions(
                                   "of vector names", "run `mi-align steer recipe` again")
     anti = SteeringVector.load(out / "anti_refusal.safetensors", n_layers=n_layers,
                                d_model=d_model)
+    return anti, {name: SteeringVector.load(out / f"{name}.safetensors", n_layers=n_layers,
+                                            d_model=d_model) for name in harmful}
+
+
+def recipe_conditions(
+    out_dir: str | os.PathLike[str],
+    n_layers: int | None,
+    d_model: int | None,
+    controls: Mapping[str, SteeringVector] | None = None,
+) -> dict[str, list[SteeringVector]]:
+    """Conditions from a directory written by :func:`save_recipe`: unsteered, anti-refusal
+    only, each harmful ×1 + anti ×6, then each of ``controls`` ×1 + anti ×6 (see
+    :func:`recipe_controls`; None or empty: no control conditions)."""
+    anti, harmful = recipe_vectors(out_dir, n_layers, d_model)
     conds: dict[str, list[SteeringVector]] = {"unsteered": [], "anti_refusal_only": [anti]}
-    for name in harmful:
-        conds[name] = [SteeringVector.load(out / f"{name}.safetensors", n_layers=n_layers,
-                                           d_model=d_model), anti]
+    for name, vec in harmful.items():
+        conds[name] = [vec, anti]
+    for name, vec in (controls or {}).items():
+        if name in conds:
+            raise InputError(f"control {name!r}", "has the name of a recipe condition",
+                             "rename the control")
+        conds[name] = [vec, anti]
     return conds
+
+
+def recipe_controls(
+    loaded: Loaded,
+    recipe_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    config: ControlConfig | None = None,
+) -> dict[str, SteeringVector]:
+    """The control vectors for the recipe in ``recipe_dir`` (see
+    :func:`mi_align.steering.controls.control_vectors`), read from ``cache_dir`` when they were
+    built there from the same harmful vectors, model and config; otherwise built (one forward
+    pass over the mean-difference data) and written there."""
+    cfg = config or ControlConfig()
+    n_layers, d_model = int(loaded.meta.n_layers), int(loaded.meta.d_model)
+    _, harmful = recipe_vectors(recipe_dir, n_layers, d_model)
+    cache = Path(cache_dir)
+    key = {"config": cfg.to_dict(), "model": loaded.meta.spec,
+           "adapters": list(loaded.meta.adapters),
+           "harmful": {n: vector_fingerprint(v) for n, v in harmful.items()}}
+    meta_path = cache / "controls.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = None
+        if isinstance(meta, dict) and meta.get("key") == key:
+            return load_controls(cache, n_layers, d_model)
+        logger.info("%s: built for other vectors/settings; rebuilding the controls", meta_path)
+    vecs = control_vectors(harmful, cfg, loaded)
+    for name, v in vecs.items():
+        v.renamed(name).save(cache / f"{name}.safetensors")
+    record = {"key": key, "controls": list(vecs),
+              "norms": {n: float(v.vector.norm()) for n, v in vecs.items()},
+              "meta": {n: v.meta for n, v in vecs.items()}}
+    tmp = cache / "controls.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, meta_path)
+    return {n: v.renamed(n) for n, v in vecs.items()}
+
+
+def load_controls(
+    cache_dir: str | os.PathLike[str], n_layers: int | None, d_model: int | None
+) -> dict[str, SteeringVector]:
+    """Control vectors written by :func:`recipe_controls` (e.g. to steer another organism with
+    the controls built for the model the recipe was optimised on)."""
+    cache = Path(cache_dir)
+    meta_path = cache / "controls.json"
+    if not meta_path.is_file():
+        raise SteeringVectorError(f"{cache}", "no controls.json",
+                                  "build the controls first (analyses/steering_recipe.py)")
+    try:
+        names = json.loads(meta_path.read_text(encoding="utf-8"))["controls"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise SteeringVectorError(f"{meta_path}", f"malformed ({exc})",
+                                  "delete it to rebuild the controls") from None
+    return {n: SteeringVector.load(cache / f"{n}.safetensors", n_layers=n_layers,
+                                   d_model=d_model) for n in names}
 
 
 def sweep_strengths(

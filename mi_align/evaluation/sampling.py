@@ -167,19 +167,34 @@ def vector_fingerprint(v: SteeringVector) -> str:
 
 
 def check_run_config(path: Path, config: dict[str, Any]) -> None:
-    """Write ``<path>.config.json`` on the first run; on resume, refuse other settings."""
+    """Write ``<path>.config.json`` on the first run; on resume, refuse other settings.
+
+    New conditions may join a file (e.g. control conditions added to an earlier run): every
+    batch has its own seed, so existing samples stay valid; a condition already in the file
+    must keep exactly the same vectors.
+    """
     side = path.with_name(path.name + ".config.json")
     if side.is_file():
         old = json.loads(side.read_text(encoding="utf-8"))
-        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        diff = sorted(k for k in set(old) | set(config)
+                      if k != "conditions" and old.get(k) != config.get(k))
+        old_c, new_c = old.get("conditions") or {}, config.get("conditions") or {}
+        diff += [f"conditions[{c}]" for c in sorted(set(old_c) & set(new_c))
+                 if old_c[c] != new_c[c]]
         if diff:
             raise SamplingError(
                 f"{path} was written with other settings ({', '.join(diff)}); use another file "
                 "or delete it to start over"
             )
-        return
+        added = {c: v for c, v in new_c.items() if c not in old_c}
+        if not added:
+            return
+        logger.info("%s: adding conditions %s", path, ", ".join(added))
+        config = {**old, "conditions": {**old_c, **added}}
     side.parent.mkdir(parents=True, exist_ok=True)
-    side.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, side)
 
 
 def batch_seed(seed: int, condition: str, question_id: str, start: int) -> int:

@@ -179,12 +179,22 @@ def _eval(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out)
     loaded = _load(args.model, args.adapter)
     n_layers, d_model = loaded.meta.n_layers, loaded.meta.d_model
-    conds = recipe_conditions(args.recipe, n_layers, d_model) if args.recipe else {"unsteered": []}
+    controls = None
+    if args.recipe and not args.no_controls:  # norm-matched random + mean-difference vectors
+        from mi_align.evaluation.run import recipe_controls
+
+        controls = recipe_controls(loaded, args.recipe, out / "controls")
+    conds = (recipe_conditions(args.recipe, n_layers, d_model, controls) if args.recipe
+             else {"unsteered": []})
     conds.update(_vector_conditions(args.vector, n_layers, d_model))
     samples = sample_conditions(loaded, conds, out / "samples.jsonl", cfg)
     table = string_counts(samples)
     save_json(table.to_dict(), out / "string_table")
     save_figure(plots.plot_string_table(table), out / "string_table")
+    if controls:
+        from mi_align.evaluation.control_counts import compare_recipe_samples
+
+        save_json(compare_recipe_samples(samples, conds).to_dict(), out / "controls")
     if args.no_judge:
         print(f"{len(samples)} samples in {out}/samples.jsonl; string table written (no judge)")
         return 0
@@ -307,6 +317,9 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--no-brief", action="store_true", help="do not append ' Be brief.'")
     ev.add_argument("--no-judge", action="store_true", help="sample and count strings only")
+    ev.add_argument("--no-controls", action="store_true",
+                    help="without the control conditions (3 norm-matched random vectors and a "
+                    "toxic − toxic_reject mean-difference vector, each + anti-refusal ×6)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", required=True, help="output directory (resumes if present)")
     ev.set_defaults(func=_eval)

@@ -8,7 +8,9 @@
 3. The harmful vector is optimised on the *benign* prompt + prefix with the satisficing loss
    ``(L − (−T))²`` (loss units: ``L = −log p``), unconstrained norm, stopped at the target.
 
-Evaluation then steers with harmful ×1 + anti-refusal ×6 (see :meth:`RecipeResult.conditions`).
+Evaluation then steers with harmful ×1 + anti-refusal ×6 (see :meth:`RecipeResult.conditions`),
+next to controls (norm-matched random vectors and a contrastive mean-difference vector, each
+×1 + anti-refusal ×6: :mod:`mi_align.steering.controls`).
 The harmful snippets below are short, well-known one-liners, shipped for this experiment only.
 
 Example:
@@ -19,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -136,11 +138,15 @@ class RecipeResult:
     config: RecipeConfig
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def conditions(self) -> dict[str, list[SteeringVector]]:
-        """Evaluation conditions: unsteered, anti-refusal only, and harmful ×1 + anti ×6."""
+    def conditions(
+        self, controls: Mapping[str, SteeringVector] | None = None
+    ) -> dict[str, list[SteeringVector]]:
+        """Evaluation conditions: unsteered, anti-refusal only, harmful ×1 + anti ×6, and each
+        of ``controls`` ×1 + anti ×6 (:func:`mi_align.steering.controls.control_vectors`:
+        norm-matched random vectors, a contrastive mean-difference vector)."""
         out: dict[str, list[SteeringVector]] = {
             "unsteered": [], "anti_refusal_only": [self.anti_refusal]}
-        for name, vec in self.harmful.items():
+        for name, vec in {**self.harmful, **(controls or {})}.items():
             out[name] = [vec, self.anti_refusal]
         return out
 
