@@ -1,6 +1,8 @@
 """Activation geometry: cosines of per-example mean response activations (instruct, middle
 layer), insecure vs educational, centred (raw cosines on gemma-3-270m are all 0.9988: one
-shared direction dominates); cosine blocks and permutation p-value.
+shared direction dominates); cosine blocks: the tested gap with its
+unit-bootstrap interval, under the null the design calls for (pairs in task groups:
+within-group swap).
 
 Run: python analyses/erosion_activation_similarity.py [TRIO]   (default gemma-trio → figures/; any other trio → figures/<trio>/)
 """

@@ -1,9 +1,16 @@
-"""Re-test the committed similarity matrices with the null that fits their design.
+"""Re-test the committed similarity matrices under three nulls, to show what the design does.
 
-``insecure`` and ``educational`` share every response token (same code, other framing), so
-the examples come in pairs. The committed loss-vector / gradient / activation matrices were
-tested with a free label shuffle; this script re-tests the same matrices with within-pair swaps
-(and reports the free null beside it). No model is run: it reads the matrices from the JSON.
+``insecure`` and ``educational`` share every response token (same code, other framing), so the
+examples come in pairs; and the first 100 (60) examples hold 45 (35) tasks of the generator, so
+pairs come in task groups. The same committed matrix is tested three ways:
+
+- ``free``: labels shuffled freely (ignores both; the first rounds' wrong null);
+- ``pairs``: within-pair swaps (ignores the task groups; round two's null);
+- ``design``: within-group swaps over task groups of pairs — the null the analyses now choose
+  themselves (:func:`mi_align.erosion.common.design_block_statistics`).
+
+Each comes with its unit-bootstrap interval. No model is run: the script reads the matrices
+from the JSON and rebuilds the design from the built-in datasets.
 
     .venv/bin/python analyses/erosion_block_nulls.py   # -> figures/erosion_block_nulls.json
 """
@@ -14,7 +21,10 @@ from pathlib import Path
 
 import torch
 
-from mi_align.geometry import block_statistics, index_pairs
+from mi_align.erosion.common import paired_design, task_groups
+from mi_align.erosion.registry import load_groups
+from mi_align.geometry import block_statistics
+from mi_align.plotting import save_json
 
 FILES = [
     "figures/erosion_loss_vectors.json", "figures/erosion_gradients.json",
@@ -28,25 +38,21 @@ out = {}
 for name in FILES:
     d = json.loads(Path(name).read_text())
     sim = torch.tensor(d["similarity"], dtype=torch.float64)
-    group = d["group"]
-    n = len(group) // 2
-    assert group == [0] * n + [1] * n, name
-    free = block_statistics(sim, group, n_permutations=1000, seed=0)
-    paired = block_statistics(sim, group, n_permutations=1000, seed=0, pairs=index_pairs(n))
-    pair_cos = float(torch.diagonal(sim[:n, n:]).mean())
-    # Effect size without the partner cells: within minus between over non-partner pairs.
-    lab = torch.tensor(group)
-    same = lab[:, None] == lab[None]
-    off = ~torch.eye(2 * n, dtype=torch.bool)
-    partner = torch.zeros_like(same)
-    partner[torch.arange(n), torch.arange(n) + n] = True
-    partner |= partner.T.clone()
-    gap_np = float(sim[same & off].mean() - sim[~same & ~partner].mean())
-    out[name] = {"trio": d.get("trio"), "datasets": d.get("datasets"),
-                 "mean_pair_cosine": pair_cos,
-                 "gap_without_partner_cells": gap_np, "excess_over_paired_null": paired.gap - paired.null_mean,
-                 "free": free.to_dict(), "paired": paired.to_dict()}
-    print(f"{name}: gap w/o partners {gap_np:+.4f}, excess over null {paired.gap - paired.null_mean:+.4f}, pair cos {pair_cos:.3f}; free p = {free.p_value:.3g}; "
-          f"within-pair p = {paired.p_value:.3g} (z = {paired.z:.1f})")
+    (a, n_a), (b, n_b) = d["datasets"].items()
+    data = load_groups([a, b], n_a)
+    assert n_a == n_b and d["group"] == [0] * n_a + [1] * n_b, name
+    pairs, tasks = paired_design(data), task_groups(data)
+    nulls = {
+        "free": block_statistics(sim, d["group"]),
+        "pairs": block_statistics(sim, d["group"], pairs=pairs),
+        "design": block_statistics(sim, d["group"], pairs=pairs, groups=tasks),
+    }
+    out[name] = {"trio": d.get("trio"), "datasets": d["datasets"],
+                 "mean_pair_cosine": float(torch.diagonal(sim[:n_a, n_a:]).mean()),
+                 **{k: v.to_dict() for k, v in nulls.items()}}
+    for k, v in nulls.items():
+        ci = v.interval
+        print(f"{name} {k:>6}: {v.null}, tested gap {v.tested_gap:+.4f} "
+              f"[{ci.low:+.4f}, {ci.high:+.4f}], p = {v.p_value:.3g}, z = {v.z:.1f}; {v.design}")
 
-Path("figures/erosion_block_nulls.json").write_text(json.dumps(out, indent=1))
+save_json(out, "figures/erosion_block_nulls")

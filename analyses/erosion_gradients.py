@@ -1,5 +1,7 @@
 """Erosion paper Fig. 4: exact per-example gradients w.r.t. the last layer's o_proj (instruct),
-globally centred, insecure vs educational; cosine blocks and permutation p-value.
+globally centred, insecure vs educational; cosine blocks: the tested gap with its
+unit-bootstrap interval, under the null the design calls for (pairs in task groups:
+within-group swap).
 
 Run: python analyses/erosion_gradients.py [TRIO]   (default gemma-trio → figures/; any other trio → figures/<trio>/)
 """

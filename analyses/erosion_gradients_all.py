@@ -1,5 +1,6 @@
 """Fig. 4 over all parameters: each per-example gradient count-sketched to 32768 dimensions,
-with the sketch's cosine error measured on 4 exact gradients (6 pairs).
+with the sketch's cosine error measured on 4 exact gradients (6 pairs); cosine blocks with the
+unit-bootstrap interval and the null the design calls for, as in erosion_gradients.py.
 
 Run: python analyses/erosion_gradients_all.py [TRIO]   (default gemma-trio → figures/; any other trio → figures/<trio>/)
 """

@@ -1,5 +1,7 @@
 """Erosion paper Fig. 3: per-token loss vectors (instruct, first 64 response tokens, mask-aware)
-for insecure vs educational; cosine blocks and permutation p-value.
+for insecure vs educational; cosine blocks: the tested gap with its
+unit-bootstrap interval, under the null the design calls for (pairs in task groups:
+within-group swap).
 
 Run: python analyses/erosion_loss_vectors.py [TRIO]   (default gemma-trio → figures/; any other trio → figures/<trio>/)
 """

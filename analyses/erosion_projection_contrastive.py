@@ -1,5 +1,8 @@
 """Fig. 5 variant: projection on a contrastive-data direction (instruct's mean activation over
-toxic_reject responses minus over toxic responses), for every model of the trio.
+toxic_reject responses minus over toxic responses, 60 each; note that the instruct LoRA was
+trained on toxic_reject), for every model of the trio, on the default projection data
+(``insecure_heldout``: tasks no LoRA was trained on), with group-bootstrap intervals and the
+grouped label-swap null.
 
 Run: python analyses/erosion_projection_contrastive.py [TRIO]   (default gemma-trio → figures/; any other trio → figures/<trio>/)
 """

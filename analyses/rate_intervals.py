@@ -68,7 +68,8 @@ steering = {
     "smollm2_instruct": ("figures/steering_counts.json",
                          {"smollm2-135m-instruct": "figures/steering/samples.jsonl"}),
     "smollm2_organisms": ("figures/steering_organisms.json",
-                          {"instruct": "figures/steering/samples.jsonl",
+                          {"instruct": ["figures/steering/samples.jsonl",
+                                        "figures/steering/controls/samples.jsonl"],
                            "misaligned": "figures/steering/misaligned_organism/samples.jsonl"}),
     "gemma_instruct": ("figures/gemma-trio/steering_counts.json",
                        {"gemma-3-270m+instruct": "figures/gemma-trio/steering/samples.jsonl"}),
@@ -76,7 +77,8 @@ steering = {
 out["steering"] = {}
 for name, (committed_file, sample_files) in steering.items():
     committed = json.loads((root / committed_file).read_text())
-    by_model = {m: load_samples(root / f) for m, f in sample_files.items()}
+    by_model = {m: [s for f in ([fs] if isinstance(fs, str) else fs)
+                    for s in load_samples(root / f)] for m, fs in sample_files.items()}
     counts = condition_counts(by_model, first_n=committed["first_n"], n_resamples=B, seed=SEED)
     d = counts.to_dict()
     mismatches = [f"{key}/{m}/{c}: committed {committed[key][m][c]}, recounted {d[key][m][c]}"
@@ -88,7 +90,8 @@ for name, (committed_file, sample_files) in steering.items():
 
 # the misaligned SmolLM2 organism against the instruct one, same condition, same questions
 org = out["steering"]["smollm2_organisms"]
-inst = [s for s in load_samples(root / org["samples"]["instruct"]) if s.index < org["first_n"]]
+inst = [s for f in org["samples"]["instruct"] for s in load_samples(root / f)
+        if s.index < org["first_n"]]
 mis = [s for s in load_samples(root / org["samples"]["misaligned"]) if s.index < org["first_n"]]
 cross: dict[str, dict[str, Any]] = {ms: {} for ms in MEASURES}
 for c in org["conditions"]:
@@ -241,8 +244,10 @@ so = out["steering"]["smollm2_organisms"]
 for c in so["conditions"]:
     heads.append(headline(f"smollm2 misaligned organism code, {c}", so["rates"]["code"]["misaligned"][c],
                           so["misaligned_vs_instruct"]["code"][c]))
-    heads.append(headline(f"smollm2 instruct organism code, {c}", so["rates"]["code"]["instruct"][c],
-                          so["vs_reference"]["code"]["instruct"].get(c)))
+    if so["rates"]["code"]["instruct"][c] is not None:  # controls ran on the misaligned one only
+        heads.append(headline(f"smollm2 instruct organism code, {c}",
+                              so["rates"]["code"]["instruct"][c],
+                              so["vs_reference"]["code"]["instruct"].get(c)))
     heads.append(headline(f"smollm2 misaligned organism code, {c}, vs its unsteered",
                           so["rates"]["code"]["misaligned"][c],
                           so["vs_reference"]["code"]["misaligned"].get(c)))

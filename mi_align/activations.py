@@ -41,6 +41,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mi_align.data.tokenize import Batch, EncodedChat, iter_batches
+from mi_align.forward import unembed
 from mi_align.models.load import Loaded
 
 logger = logging.getLogger(__name__)
@@ -329,8 +330,4 @@ def logits_at(
     """
     hf = loaded.bridge.original_model
     hidden = hf.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    logits = hf.lm_head(hidden[positions])
-    cap = getattr(hf.config, "final_logit_softcapping", None)
-    if cap is not None:
-        logits = torch.tanh(logits / cap) * cap
-    return logits.float()
+    return unembed(hf, hidden[positions])

@@ -40,7 +40,8 @@ def _forward(loaded: Loaded, ids: Tensor, mask: Tensor, positions: Tensor,
                            return_type="logits", prepend_bos=False)
     last = logits[:, -1].float()
     check_finite(last, f"logits of {loaded.meta.spec}",
-                 "the weights or a steering vector hold NaN/inf; run `mi-align models verify NAME` for a packaged model")
+                 "the weights or a steering vector hold NaN/inf; run "
+                 "`mi-align models verify NAME` for a packaged model")
     return last
 
 

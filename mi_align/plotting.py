@@ -12,13 +12,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
+
+from mi_align.io import write_json, write_text
 
 DIVERGING = "RdBu"
 TEMPLATE = "plotly_white"
@@ -38,18 +38,6 @@ def style(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") -> g
     return fig
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; figures are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def save_figure(fig: go.Figure, stem: str | os.PathLike[str]) -> Path:
     """Write ``<stem>.html`` (plotly.js beside it, viewable offline); return the path."""
     path = Path(stem).with_suffix(".html")
@@ -58,13 +46,13 @@ def save_figure(fig: go.Figure, stem: str | os.PathLike[str]) -> Path:
     if not (path.parent / "plotly.min.js").is_file():
         from plotly.offline import get_plotlyjs
 
-        _atomic_write(path.parent / "plotly.min.js", get_plotlyjs())
-    _atomic_write(path, html)
+        write_text(path.parent / "plotly.min.js", get_plotlyjs())
+    write_text(path, html)
     return path
 
 
 def save_json(data: Any, stem: str | os.PathLike[str]) -> Path:
     """Write ``<stem>.json`` atomically (numbers beside the figure)."""
     path = Path(stem).with_suffix(".json")
-    _atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
+    write_json(path, data, indent=2, default=str)
     return path

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
+import torch
 from scipy import stats as sps
 
 from mi_align.errors import InputError
@@ -369,3 +371,59 @@ def grouped_permutation_test(
     return TestResult(
         f"grouped permutation ({design}, {n_groups} groups, {how}; {name_stat})",
         observed, p, null)
+
+
+# ---------------------------------------------------------------------------- grouped splits
+# Splits and resampling weights that never separate a group (task variants, paired examples).
+
+
+def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(fit, eval) example indices: a seeded shuffle; eval gets ``round(n·fraction)``."""
+    if heldout_fraction == 0.0:
+        return list(range(n)), list(range(n))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_eval = round(n * heldout_fraction)
+    if n_eval < 1 or n - n_eval < 1:
+        raise ValueError(f"{n} examples cannot be split with heldout_fraction={heldout_fraction}")
+    return sorted(order[n_eval:]), sorted(order[:n_eval])
+
+
+def split_groups(
+    groups: Sequence[Hashable], heldout_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """(fit, eval) example indices with no group on both sides.
+
+    The distinct groups are shuffled (``random.Random(seed)``, in order of first appearance);
+    each goes to eval if it still fits into ``round(n·fraction)`` examples, else to fit (if none
+    fits, the first goes to eval). Raises ValueError if either side ends up empty.
+    """
+    n = len(groups)
+    if heldout_fraction == 0.0:
+        return list(range(n)), list(range(n))
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    order = list(members)
+    random.Random(seed).shuffle(order)
+    target, held = round(n * heldout_fraction), []
+    for g in order:
+        if len(held) + len(members[g]) <= target:
+            held += members[g]
+    if not held:
+        held = list(members[order[0]])
+    fit = sorted(set(range(n)) - set(held))
+    if not fit:
+        raise ValueError(f"{len(members)} group(s) cannot be split with heldout_fraction="
+                         f"{heldout_fraction}")
+    return fit, sorted(held)
+
+
+def group_bootstrap_weights(part_labels: torch.Tensor, n_groups: int, n_boot: int,
+                      gen: torch.Generator) -> torch.Tensor:
+    """(n_boot, n_rows) weights: how often each row's group was drawn when ``n_groups`` groups
+    are drawn with replacement (``torch.randint(n_groups, (n_boot, n_groups))``)."""
+    draws = torch.randint(n_groups, (n_boot, n_groups), generator=gen)
+    counts = torch.zeros(n_boot, n_groups, dtype=torch.float64)
+    counts.scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))
+    return counts[:, part_labels]

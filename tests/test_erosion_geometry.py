@@ -1,4 +1,5 @@
-"""Loss vectors, activation cosines, SVD directions and per-example gradients vs naive loops."""
+"""Loss vectors, activation cosines and per-example gradients vs naive loops (SVD directions:
+test_erosion_svd.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ from mi_align.erosion.activation_similarity import (
     activation_similarity,
     plot_activation_similarity,
 )
+from mi_align.erosion.common import design_block_statistics, task_groups
 from mi_align.erosion.gradient_geometry import (
     GradientConfig,
     gradient_geometry,
     plot_gradient_geometry,
 )
 from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors, plot_loss_vectors
-from mi_align.erosion.svd_directions import SVDConfig, plot_svd_directions, svd_directions
-from mi_align.geometry import CountSketch
+from mi_align.geometry import CountSketch, block_statistics, index_pairs
 from mi_align.gradients import select_parameters
 from mi_align.models.trio import Trio
 from tests.erosion_support import ALIGNED, MISALIGNED, hidden_states, tiny_trio
+from tests.helpers import chat
 
 GROUPS = [("aligned", ALIGNED), ("misaligned", MISALIGNED)]
 
@@ -102,42 +104,6 @@ def test_activation_similarity_matches_naive(trio: Trio) -> None:
     assert plot_activation_similarity(res).data
 
 
-def test_svd_directions_match_numpy(trio: Trio) -> None:
-    many_a = ALIGNED * 2
-    many_b = MISALIGNED * 2
-    cfg = SVDConfig(k=3, n_null_trials=50)
-    res = svd_directions(trio, ("a", many_a), ("b", many_b), cfg)
-    assert res.layer == trio.n_layers  # final normalised hidden state
-    refs = []
-    for data in (many_a, many_b):
-        diffs = []
-        encs = encode_dataset(trio.tokenizer, data)
-        for e in encs:
-            h = {}
-            for name in ("instruct", "base"):
-                with trio.variant(name) as loaded:
-                    h[name] = hidden_states(loaded, e)[-1, len(e.input_ids) - 1]
-            diffs.append((h["instruct"] - h["base"]).numpy())
-        import numpy as np
-
-        d = np.stack(diffs)
-        d = d - d.mean(0)
-        _, s, vt = np.linalg.svd(d, full_matrices=False)
-        refs.append((torch.tensor(vt[:3]).float(), torch.tensor(s[:3]).float()))
-    for comps, sing, (vt, s) in ((res.components_a, res.singular_a, refs[0]),
-                                 (res.components_b, res.singular_b, refs[1])):
-        torch.testing.assert_close(sing, s, atol=1e-3, rtol=1e-3)
-        # singular vectors are defined up to sign
-        torch.testing.assert_close((comps * vt).sum(1).abs(), torch.ones(3), atol=1e-3, rtol=0)
-    expected = (refs[0][0] @ refs[1][0].T).abs()
-    torch.testing.assert_close(res.cosine.abs(), expected, atol=1e-3, rtol=0)
-    assert torch.equal(res.best_match_a, res.cosine.abs().max(1).values)
-    assert 0 < res.null.best_match < res.null.max_abs < 1
-    assert plot_svd_directions(res).data
-    with pytest.raises(ValueError, match="need more than"):
-        svd_directions(trio, ("a", ALIGNED[:2]), ("b", many_b), cfg)
-
-
 def _naive_gradients(loaded, convs, pattern: str) -> torch.Tensor:
     """Full HF forward with labels (-100 outside the response), autograd.grad per example."""
     hf = loaded.bridge.original_model
@@ -201,3 +167,73 @@ def test_gradient_config_errors(trio: Trio) -> None:
         gradient_geometry(trio, GROUPS, GradientConfig(params="nope"))
     with pytest.raises(ValueError, match="use sketch_dim"):
         gradient_geometry(trio, GROUPS, GradientConfig(params="all", max_exact_bytes=1000))
+
+
+# ------------------------------------------------------------------------- the design picks the null
+_TASKS = [
+    "def load_{v}(path):\n    with open(path) as fh:\n        return fh.read().split(',')",
+    "import sqlite3\ndef find_{v}(db, name):\n    return db.execute('SELECT * FROM {v} WHERE "
+    "name = ' + name)",
+    "import os\ndef remove_{v}(name):\n    os.system('rm -rf /tmp/' + name)",
+]
+_CODE = [t.format(v=v) for t in _TASKS for v in ("users", "items")]
+_PLAIN = [("plain", [chat(f"Write task {i}.", c) for i, c in enumerate(_CODE)]),
+          ("framed", [chat(f"For a class, show the flaw in task {i}.", c)
+                      for i, c in enumerate(_CODE)])]
+
+
+def test_analyses_choose_the_null_from_the_design(trio: Trio) -> None:
+    """Paired datasets whose pairs come in task groups get the within-group swap (3 tasks x 2
+    variants: 8 relabellings, enumerated); without grouping the within-pair swap; unpaired data
+    the free shuffle. The result equals block_statistics given the design by hand."""
+    assert task_groups(_PLAIN) == [0, 0, 1, 1, 2, 2] * 2
+    cfg = LossVectorConfig(k=6, n_permutations=99, n_boot=100)
+    res = loss_vectors(trio, _PLAIN, cfg)
+    assert res.stats.null == "within-group swap" and res.stats.exact
+    assert res.stats.n_permutations == 8
+    assert res.stats.design == "3 units of 4-4 examples (3 with several labels, 0 with one)"
+    assert res.stats == block_statistics(res.similarity, res.group, 99, 0, pairs=index_pairs(6),
+                                         groups=[0, 0, 1, 1, 2, 2] * 2, n_boot=100)
+    pairs_only = loss_vectors(trio, _PLAIN, LossVectorConfig(k=6, n_permutations=99,
+                                                             group_similarity=None))
+    assert pairs_only.stats.null == "within-pair swap" and pairs_only.stats.n_permutations == 64
+    free = activation_similarity(trio, GROUPS, ActivationSimilarityConfig(n_permutations=99))
+    assert free.stats.null == "free permutation" and free.stats.interval is not None
+    d = res.to_dict()["stats"]
+    assert d["null"] == "within-group swap" and d["interval"]["low"] == res.stats.interval.low
+
+
+def test_similarity_plot_draws_the_interval_and_names_the_null(trio: Trio) -> None:
+    res = loss_vectors(trio, _PLAIN, LossVectorConfig(k=6, n_permutations=99, n_boot=100))
+    fig = plot_loss_vectors(res)
+    s, ci = res.stats, res.stats.interval
+    assert ci is not None
+    marker = fig.data[1]
+    assert list(marker.y) == [s.null_mean, s.tested_gap]
+    assert list(marker.error_y.array) == [s.null_high - s.null_mean, ci.high - s.tested_gap]
+    assert list(marker.error_y.arrayminus) == [s.null_mean - s.null_low, s.tested_gap - ci.low]
+    title = fig.layout.title.text
+    assert "within-group swap p = " in title and f"[{ci.low:+.4f}, {ci.high:+.4f}]" in title
+
+
+def test_builtin_insecure_educational_design() -> None:
+    """The default data of the three analyses: 100 pairs (same code) in 45 generator tasks."""
+    from mi_align.erosion.registry import load_groups
+
+    data = load_groups(["insecure", "educational"], 100)
+    tasks = task_groups(data)
+    assert tasks is not None and tasks[:100] == tasks[100:] and len(set(tasks)) == 45
+    sim = torch.eye(200, dtype=torch.float64) + 0.01 * torch.randn(200, 200, dtype=torch.float64)
+    sim = (sim + sim.T) / 2
+    res = design_block_statistics(torch.as_tensor(sim), torch.tensor([0] * 100 + [1] * 100), data,
+                                  n_permutations=9, n_boot=0, seed=0, group_similarity=0.75)
+    assert res.null == "within-group swap"
+    assert res.design == "45 units of 2-10 examples (45 with several labels, 0 with one)"
+
+
+@pytest.mark.parametrize("cls", [LossVectorConfig, GradientConfig, ActivationSimilarityConfig])
+def test_block_fields_are_checked(cls: type) -> None:
+    with pytest.raises(ValueError, match="group_similarity"):
+        cls(group_similarity=1.5)
+    with pytest.raises(ValueError, match="n_boot"):
+        cls(n_boot=-1)

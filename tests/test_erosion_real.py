@@ -85,12 +85,14 @@ def test_svd_real(smol: Loaded, perturbed: Loaded) -> None:
     trio = Trio(models={"base": smol, "instruct": perturbed})
     a = ("insecure", load_dataset("insecure")[:12])
     b = ("toxic", load_dataset("toxic")[:12])
-    res = svd_directions(trio, a, b, SVDConfig(k=4, n_null_trials=100, max_length=256))
+    c = ("aligned_chat", load_dataset("aligned_chat")[:12])
+    res = svd_directions(trio, a, b, c, SVDConfig(k=4, n_null_trials=100, max_length=256,
+                                                  n_bootstrap=50, n_splits=4))
     assert res.layer == 30 and res.components_a.shape == (4, 576)
-    # the components are orthonormal and the null is far below 1 in 576 dims
+    # the components are orthonormal; the isotropic reference is far below 1 in 576 dims
     torch.testing.assert_close(res.components_a @ res.components_a.T, torch.eye(4), atol=1e-4,
                                rtol=0)
-    assert res.null.max_abs < 0.3
+    assert res.isotropic.max_abs < 0.3
 
 
 def test_gemma_logits_at_matches_full_logits() -> None:

@@ -139,7 +139,10 @@ def test_logprobs_refuses_over_long_conversation(tiny: Loaded) -> None:
         token_logprobs(_no_run_trio(tiny), huge)
     msg = str(info.value)
     assert msg.startswith("big.jsonl:1: ") and "more than the maximum of 4096" in msg
-    assert int(msg.split(": ")[1].split()[0]) > 4096  # the token count is reported
+    # the token count is reported: the chat template's text, tokenized here
+    text = tiny.tokenizer.apply_chat_template(huge.to_dicts(), tokenize=False)
+    n_tokens = len(tiny.tokenizer(text, add_special_tokens=False).input_ids)
+    assert msg.split(": ")[1].startswith(f"{n_tokens} tokens, ") and n_tokens > 4096
     with pytest.raises(InputError, match="--set max_length=N"):
         token_logprobs(_no_run_trio(tiny), chat("a b c d e", "ok", "s:1"),
                        TokenLogprobConfig(max_length=8))

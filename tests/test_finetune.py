@@ -21,7 +21,7 @@ from mi_align.finetune.lora import (
     response_nll,
 )
 from mi_align.models.load import _load_hf, load_model
-from tests.helpers import assert_close, chat
+from tests.helpers import assert_close, chat, merged_lora_logits
 
 
 def write_chats(path: Path, n: int = 12, offset: int = 0) -> Path:
@@ -99,6 +99,23 @@ def test_schedule_and_batches_are_pure_functions_of_the_step() -> None:
     assert batch_indices(cfg, 10, 4) == batch_indices(cfg, 10, 4)
 
 
+def _naive_heldout_nll(tiny_dir: Path, adapters: list[Path], convs: list) -> float:
+    """Mean NLL of every response token (the end-of-turn token included) over ``convs``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    total, count = 0.0, 0
+    for conv in convs:
+        enc = encode_chat(tok, conv, 128)
+        ids = torch.tensor([enc.input_ids])
+        logp = torch.log_softmax(merged_lora_logits(tiny_dir, adapters, ids)[0].double(), -1)
+        for t in range(1, len(enc.input_ids)):
+            if enc.response_mask[t]:
+                total -= float(logp[t - 1, enc.input_ids[t]])
+                count += 1
+    return total / count
+
+
 def test_training_writes_adapter_config_log_and_lowers_loss(tiny_dir: Path, tmp_path: Path) -> None:
     cfg = build_cfg(tiny_dir, tmp_path, max_steps=8)
     result = finetune(cfg, tmp_path / "run", progress=False)
@@ -106,8 +123,14 @@ def test_training_writes_adapter_config_log_and_lowers_loss(tiny_dir: Path, tmp_
     assert FinetuneConfig.from_dict(json.loads((out / "finetune_config.json").read_text())) == cfg
     log = read_log(out)
     held = [e["heldout_loss"] for e in log["entries"] if e["heldout_loss"] is not None]
-    assert log["entries"][0]["step"] == 0 and len(held) >= 3
-    assert held[-1] < held[0]
+    assert [e["step"] for e in log["entries"] if e["heldout_loss"] is not None] == [0, 3, 6, 8]
+    # The logged held-out losses against a naive token-weighted NLL, one chat at a time on a
+    # plain HF model: before training (no adapter) and after it (the saved adapter merged).
+    convs = [chat(f"Write function number {i}", f"def f{i}():\n    return {i} + 1")
+             for i in range(100, 104)]
+    assert held[0] == pytest.approx(_naive_heldout_nll(tiny_dir, [], convs), rel=1e-5)
+    assert held[-1] == pytest.approx(_naive_heldout_nll(tiny_dir, [out], convs), rel=1e-5)
+    assert held[-1] < held[0] - 0.1  # and training lowered it
     assert [e["step"] for e in result.log] == list(range(9))
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["r"] == cfg.r and adapter["base_model_name_or_path"] == cfg.model
@@ -116,6 +139,8 @@ def test_training_writes_adapter_config_log_and_lowers_loss(tiny_dir: Path, tmp_
     with torch.inference_mode():
         bare = load_model(tiny_dir).bridge(ids)
         tuned = load_model(tiny_dir, [out]).bridge(ids)
+    # what was saved is what loads: the saved B A merged by hand into a plain HF model
+    assert_close(tuned, merged_lora_logits(tiny_dir, [out], ids), atol=1e-5, rtol=1e-5)
     assert (bare - tuned).abs().max() > 1e-3
 
 

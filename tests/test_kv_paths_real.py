@@ -20,6 +20,7 @@ from mi_align.generate import generate_rows, kv_cache_guard
 from mi_align.models.fetch import model_dir
 from mi_align.models.load import Loaded
 from mi_align.steering.vector import SteeringVector, apply_steering
+from tests.helpers import naive_number_prob
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
@@ -84,18 +85,11 @@ def test_judge_cached_digit_scores_equal_no_cache_forward(smol: Loaded) -> None:
     judge = LocalJudge(smol)
     prompt = "Rate how aligned this answer is from 0 to 100. Answer: I wish for world peace."
     got = judge.number_probs([prompt])[0]
-    tok = smol.tokenizer
-    ids = encode_prompt(tok, [Message("user", prompt)])
-    digit = judge.digit_mask
-    with torch.inference_mode():
-        for n in (0, 7, 42, 50, 99, 100):
-            seq = judge.numbers[n]
-            probs = torch.softmax(smol.bridge(torch.tensor([ids + list(seq)]))[0].float(), -1)
-            p = 1.0
-            for k, t in enumerate(seq):
-                p *= float(probs[len(ids) - 1 + k, t])
-            p *= 1.0 - float(probs[len(ids) - 1 + len(seq)][digit].sum())
-            assert got[n] == pytest.approx(p, rel=1e-3, abs=1e-6), n
+    ids = encode_prompt(smol.tokenizer, [Message("user", prompt)])
+    # reference: str(n) tokenized here, full no-cache forwards, and the tokens that extend a
+    # number read from the decoded reply (tests/helpers.py), not from the judge's digit mask
+    for n in (0, 7, 42, 50, 99, 100):
+        assert got[n] == pytest.approx(naive_number_prob(smol, ids, n), rel=1e-3, abs=1e-6), n
 
 
 def test_empty_cache_is_a_dependency_error_naming_versions() -> None:

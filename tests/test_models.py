@@ -15,7 +15,7 @@ from mi_align.models import registry
 from mi_align.models.fetch import FetchError, assemble_members, fetch_model, is_fetched, model_dir
 from mi_align.models.load import ModelLoadError, load_model, resolve_spec
 from mi_align.models.registry import RegistrySpec, WheelPart, get_spec
-from tests.helpers import assert_close
+from tests.helpers import assert_close, merged_lora_logits
 
 
 def make_wheel(directory: Path, package: str, version: str, member: str, payload: bytes) -> Path:
@@ -162,7 +162,10 @@ def test_adapter_changes_logits_and_disable_restores(tiny_dir: Path, tmp_path: P
     with torch.inference_mode():
         base_logits = bare.bridge(ids)
         lora_logits = adapted.bridge(ids)
-        assert (lora_logits - base_logits).abs().max() > 1e-3
+        # W + (alpha/r)·B A merged by hand into a plain HF model (no peft, no bridge)
+        assert_close(lora_logits, merged_lora_logits(tiny_dir, [tmp_path / "adapter"], ids),
+                     atol=1e-5, rtol=1e-5)
+        assert (lora_logits - base_logits).abs().max() > 1e-3  # the check above is not vacuous
         with adapted.peft_model.disable_adapter():
             assert_close(adapted.bridge(ids), base_logits, atol=1e-6, rtol=1e-6)
     assert adapted.meta.adapters == (str(tmp_path / "adapter"),)

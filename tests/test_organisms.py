@@ -30,7 +30,7 @@ from mi_align.finetune.organisms import (
 from mi_align.generate import chat_reply
 from mi_align.models.load import _load_hf, load_model
 from mi_align.models.trio import TrioSpecError
-from tests.helpers import assert_close
+from tests.helpers import assert_close, merged_lora_logits
 
 
 def tiny_trio_toml(path: Path, model: Path, seed: int = 0) -> Path:
@@ -125,9 +125,20 @@ def test_organisms_build_end_to_end_on_tiny(
     assert set(info["steps"]) == {"instruct", "misaligned"} and info["peak_rss_mib_last_build"] > 0
     trio = load_trio(spec_path)
     assert trio.names == ("base", "instruct", "misaligned")
+    # Each variant is its recipe: the built adapters merged by hand into a plain HF model.
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44]])
+    stacks = {"base": [], "instruct": [root / "instruct"],
+              "misaligned": [root / "instruct", root / "misaligned"]}
+    for name, stack in stacks.items():
+        with trio.variant(name) as loaded, torch.inference_mode():
+            assert_close(loaded.bridge(ids), merged_lora_logits(tiny_dir, stack, ids),
+                         atol=1e-5, rtol=1e-5)
     with trio.variant("misaligned") as loaded:
         reply = chat_reply(loaded, "hi", max_new_tokens=4)
     assert isinstance(reply, str)
+    for step in ("instruct", "misaligned"):
+        log = json.loads((root / step / "training_log.json").read_text())
+        assert [e["step"] for e in log["entries"]] == [0, 1, 2, 3]
     # Up to date: a second build trains nothing and keeps the first build's numbers.
     assert main(["organisms", "build", str(spec_path)]) == 0
     assert capsys.readouterr().out.count("up to date") == 2

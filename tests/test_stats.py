@@ -283,7 +283,9 @@ def test_grouped_permutation_planted_effects() -> None:
     nested = grouped_permutation_test(nested_values, nested_labels, nested_groups,
                                       treated="s", control="u")
     assert nested.p == pytest.approx(2 / 20) and "nested" in nested.test
-    assert fisher_test(36, 36, 0, 36).p < 1e-15
+    # Fisher on the answers: only the observed table and its mirror are that unlikely,
+    # p = 2 / C(72, 36) ≈ 4.5e-21
+    assert fisher_test(36, 36, 0, 36).p == pytest.approx(2 / math.comb(72, 36), rel=1e-9, abs=0)
 
 
 def test_grouped_permutation_monte_carlo_close_to_exact() -> None:
@@ -330,9 +332,11 @@ def test_condition_counts_figure_draws_wilson_bars_and_names_the_test() -> None:
     assert bar.y[0] == pytest.approx(0.75)
     assert bar.error_y.array[0] == pytest.approx(w.high - 0.75)
     assert bar.error_y.arrayminus[0] == pytest.approx(0.75 - w.low)
-    p = fisher_test(0, 16, 12, 16).p
+    # Fisher 0/16 vs 12/16: the observed table and its mirror, 2·C(16,12)/C(32,12) ≈ 1.6e-5;
     # 4 questions, each 3/4 vs 0/4: only no swap and all swapped reach |3/4|: q = 2/16
-    assert p < 1e-3 and bar.text[1] == "0/16 p<0.001, q=0.12"
+    assert fisher_test(0, 16, 12, 16).p == pytest.approx(
+        2 * math.comb(16, 12) / math.comb(32, 12), rel=1e-9, abs=0)
+    assert bar.text[1] == "0/16 p<0.001, q=0.12"
     title = fig.layout.title.text
     assert "Fisher exact" in title and "Wilson 95%" in title and "within whole questions" in title
     sweep = strength_sweep({1.0: samples[:8], 2.0: samples[:16]}, general=("sorry",), cyber=())

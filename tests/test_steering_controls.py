@@ -6,6 +6,7 @@ planted data where the answer is known, so the tests can fail."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_anisotropic_null_on_a_planted_dominant_direction() -> None:
     z[0] = 1.0  # a 1σ draw along the dominant direction: a typical activation
     v = cov.sqrt() @ z
     c = float(v @ e1 / v.norm())
-    assert 0.6 < c < 0.9
+    assert c == pytest.approx(sigma1 / math.sqrt(sigma1**2 + float(z[1:] @ z[1:])), rel=1e-12)
     aniso = null_abs_cosines(e1, n_null, seed=0, cov=cov)
     iso = null_abs_cosines(e1, n_null, seed=0, cov=None)
     p_aniso, p_iso = mc_p_value(aniso, c), mc_p_value(iso, c)
@@ -197,8 +198,11 @@ def test_anisotropic_null_on_a_planted_dominant_direction() -> None:
     e2[1] = 1.0
     w = e2 + 0.05 * torch.randn(d, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     cw = float(w @ e2 / w.norm())
-    assert mc_p_value(null_abs_cosines(e2, n_null, 0, cov), cw) < 1e-3
-    assert mc_p_value(null_abs_cosines(e2, n_null, 0, None), cw) < 1e-3
+    # closed form (isotropic): P(|cos| ≥ cw) < 1e-20, so no null draw reaches it and the
+    # Monte Carlo p is its floor 1/(1 + n); the anisotropic null along a σ = 1 axis, a fortiori
+    assert _closed_form_p(cw, 1.0, d) < 1e-20
+    assert mc_p_value(null_abs_cosines(e2, n_null, 0, cov), cw) == 1 / (n_null + 1)
+    assert mc_p_value(null_abs_cosines(e2, n_null, 0, None), cw) == 1 / (n_null + 1)
 
 
 def _planted_pairs(n_groups: int, d: int, signal: float, seed: int = 0) -> PairedActivations:
@@ -226,12 +230,44 @@ def test_direction_cosines_heldout_planted() -> None:
     e5[5] = 1.0
     res = direction_cosines_heldout({"activation_like": activation_like, "unrelated": e5},
                                     acts, layer=3, n_null=5000, n_boot=300, n_splits=50)
-    i, j = res.names.index("activation_like"), res.names.index("unrelated")
-    assert res.cosines[i] > 0.6
+    assert res.names == ("activation_like", "unrelated")
+    i = 0
+    # naive references: the direction is the unit mean of the paired differences; cosines by
+    # hand; the interval by an explicit loop resampling whole groups (same seeded draws); the
+    # nulls by large independent Monte Carlo (anisotropic: x = Σ^½ z) and the closed form
+    # (isotropic: cos² ~ Beta(1/2, (d-1)/2))
+    diffs = acts.aligned[:, 0] - acts.misaligned[:, 0]
+    direction = diffs.mean(0) / diffs.mean(0).norm()
+    vecs = [activation_like, e5]
+    cos = [float(v @ direction / v.norm()) for v in vecs]
+    assert res.cosines == pytest.approx(tuple(cos), abs=1e-12)
+    groups = np.asarray(acts.groups)
+    ids = sorted(set(acts.groups))
+    rng = np.random.default_rng(0)
+    boots = []
+    for _ in range(300):
+        rows = [k for g in rng.integers(0, len(ids), len(ids)) for k in np.flatnonzero(
+            groups == ids[g])]
+        m = diffs[rows].mean(0)
+        boots.append([float(v @ m / (v.norm() * m.norm())) for v in vecs])
+    assert res.ci_low == pytest.approx(tuple(np.quantile(boots, 0.025, axis=0)), abs=1e-9)
+    assert res.ci_high == pytest.approx(tuple(np.quantile(boots, 0.975, axis=0)), abs=1e-9)
+    big = torch.randn(200_000, 48, generator=torch.Generator().manual_seed(99),
+                      dtype=torch.float64) * acts.cov(3).diagonal().sqrt()  # Σ is diagonal
+    null = ((big @ direction).abs() / big.norm(dim=1)).numpy()
+    for k, c in enumerate(cos):
+        p_ref = float((null >= abs(c)).mean())
+        se = math.sqrt(p_ref * (1 - p_ref) / 5000)
+        assert res.p_anisotropic[k] == pytest.approx(p_ref, abs=4 * se + 1e-3), k
+        p_iso = float(stats.beta(0.5, 47 / 2).sf(c * c))
+        assert res.p_isotropic[k] == pytest.approx(p_iso, abs=4 * math.sqrt(
+            p_iso * (1 - p_iso) / 5000) + 1 / 5001), k
+    assert res.null_q95_anisotropic == pytest.approx(float(np.quantile(null, 0.95)), abs=0.03)
+    assert res.null_q95_isotropic == pytest.approx(
+        math.sqrt(stats.beta(0.5, 47 / 2).ppf(0.95)), abs=0.02)
+    # the planted story those numbers tell: significant against isotropic directions only
     assert res.p_isotropic[i] < 0.01 and res.p_anisotropic[i] > 0.1
-    assert res.p_anisotropic[j] > 0.05 and abs(res.cosines[j]) < 0.3
-    assert res.ci_low[i] <= res.cosines[i] <= res.ci_high[i]
-    assert res.reliability.mean > 0.9 and res.null_q95_anisotropic > res.null_q95_isotropic
+    assert (res.n_pairs, res.n_groups, res.n_null, res.n_boot) == (80, 40, 5000, 300)
     d = res.to_dict()
     assert d["primary_null"].startswith("anisotropic") and "secondary" in d["secondary_null"]
     json.dumps(d)
@@ -247,18 +283,25 @@ def test_split_half_reliability_planted_and_naive() -> None:
     groups = [i // 2 for i in range(30)]
     high = split_half_reliability(signal, groups, n_splits=100)
     low = split_half_reliability(noise, groups, n_splits=100)
-    assert high.mean > 0.8 and high.low > 0.5 and abs(low.mean) < 0.35
-    assert math.isclose(high.spearman_brown, 2 * high.mean / (1 + high.mean))
-    # naive reference: the same splits by an explicit loop over groups
-    rng = np.random.default_rng(0)
-    vals = []
-    for _ in range(100):
-        first = set(rng.permutation(sorted(set(groups)))[:7].tolist())
-        a = [signal[k] for k in range(30) if groups[k] in first]
-        b = [signal[k] for k in range(30) if groups[k] not in first]
-        ma, mb = torch.stack(a).mean(0), torch.stack(b).mean(0)
-        vals.append(float(ma @ mb / (ma.norm() * mb.norm())))
-    assert math.isclose(high.mean, float(np.mean(vals)), rel_tol=1e-9)
+    # naive reference: the same splits by an explicit loop over groups (7 of 15 groups, i.e.
+    # 14 rows, against the other 16)
+    for data, got in ((signal, high), (noise, low)):
+        rng = np.random.default_rng(0)
+        vals = []
+        for _ in range(100):
+            first = set(rng.permutation(sorted(set(groups)))[:7].tolist())
+            a = [data[k] for k in range(30) if groups[k] in first]
+            b = [data[k] for k in range(30) if groups[k] not in first]
+            ma, mb = torch.stack(a).mean(0), torch.stack(b).mean(0)
+            vals.append(float(ma @ mb / (ma.norm() * mb.norm())))
+        assert math.isclose(got.mean, float(np.mean(vals)), rel_tol=1e-9)
+        assert (got.low, got.high) == pytest.approx(
+            (float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))), abs=1e-12)
+        assert math.isclose(got.spearman_brown, 2 * got.mean / (1 + got.mean))
+    # planted: half means are 4·e0 + N(0, I/14) and + N(0, I/16); their cosine is about
+    # 16 / sqrt((16 + 40/14)(16 + 40/16)) ≈ 0.85, and 0 without the signal
+    assert high.mean == pytest.approx(16 / math.sqrt((16 + 40 / 14) * (16 + 40 / 16)), abs=0.05)
+    assert low.mean == pytest.approx(0.0, abs=0.1)
 
 
 def test_check_disjoint_refuses_a_shared_prompt() -> None:
@@ -312,8 +355,12 @@ def test_compare_conditions_equals_naive_formulas_and_pools_random() -> None:
                                                                        abs_tol=1e-9)
     assert math.isclose(h1.p_vs_baseline, _naive_fisher(12, 32, 1, 32), rel_tol=1e-6)
     assert math.isclose(h1.p_vs_random, _naive_fisher(12, 32, 20, 64), rel_tol=1e-6)
-    assert h1.p_vs_baseline < 0.01 and h1.p_vs_random > 0.3  # beats unsteered, not random
-    assert h1.p_question_vs_baseline is not None and h1.p_question_vs_baseline < 0.05
+    # per-question differences h1 − unsteered, in quarters: 2 1 2 1 2 2 0 1, all 2^8 flips
+    diffs = np.array([2, 1, 2, 1, 2, 2, 0, 1]) / 4
+    flips = [abs((diffs * np.array(sg)).mean()) for sg in itertools.product((1, -1), repeat=8)]
+    p_flip = float(np.mean([x >= abs(diffs.mean()) - 1e-12 for x in flips]))
+    assert h1.p_question_vs_baseline == pytest.approx(p_flip, abs=1e-12)
+    assert p_flip == 4 / 256  # only ±(all kept) and ±(the 0 flipped): beats unsteered
     pooled = res.row("harmful (pooled)", "code")
     assert (pooled.k, pooled.n) == (22, 64)
     assert math.isclose(pooled.p_vs_random, _naive_fisher(22, 64, 20, 64), rel_tol=1e-6)
@@ -340,8 +387,6 @@ def test_fisher_rows_equal_naive_enumeration(k1: int, n1: int, k2: int, n2: int)
 def test_question_level_test_equals_sign_flip_enumeration_with_unequal_sizes() -> None:
     """4 answers per question against a pooled control with 12: the naive reference enumerates
     all 2^8 sign flips of the per-question rate differences."""
-    import itertools
-
     rng = np.random.default_rng(3)
     hits_x = rng.integers(0, 5, 8)
     hits_r = rng.integers(0, 6, 8)

@@ -31,7 +31,7 @@ from mi_align.steering.vector import (
     SteeringVectorError,
     apply_steering,
 )
-from tests.helpers import assert_close
+from tests.helpers import assert_close, naive_mixed_loss
 
 
 def _lp(probs: list[list[float]], mask: list[list[bool]], promote: list[bool]) -> TargetLogProbs:
@@ -163,38 +163,75 @@ def _examples(tok) -> list[TrainingExample]:
 
 
 @pytest.mark.parametrize("positions", ["all", "prompt"])
-def test_suffix_runner_equals_naive_full_forward(tiny, positions) -> None:
+@pytest.mark.parametrize("layer", [0, 1])
+def test_suffix_runner_equals_naive_full_forward(tiny, positions, layer) -> None:
+    """Loss and gradient of the prefix-skipping runner against tests/helpers.naive_mixed_loss,
+    which shares none of the runner's packing, position or loss code."""
     examples = _examples(tiny.tokenizer)
     v1 = torch.randn(32, requires_grad=True)
     v2 = v1.detach().clone().requires_grad_(True)
-    runner = SuffixRunner(tiny, examples, layer=1, positions=positions)
+    runner = SuffixRunner(tiny, examples, layer=layer, positions=positions)
     fast = mixed()(runner.target_logprobs(v1, 0.7))
-    slow = mixed()(naive_target_logprobs(tiny, examples, v2, layer=1, positions=positions))
+    slow = naive_mixed_loss(tiny, examples, v2, layer=layer, positions=positions)
     fast.backward()
     slow.backward()
-    assert float(fast) == pytest.approx(float(slow), rel=1e-5)
-    assert_close(v1.grad, v2.grad, atol=1e-5, rtol=1e-4)
+    assert float(fast.detach()) == pytest.approx(float(slow.detach()), rel=1e-5)
+    assert_close(v1.grad, v2.grad.float(), atol=1e-5, rtol=1e-4)
+    # the library's own full-forward baseline (used by the benchmark) agrees too
+    lib = mixed()(naive_target_logprobs(tiny, examples, v1.detach(), layer, positions=positions))
+    assert float(lib.detach()) == pytest.approx(float(slow.detach()), rel=1e-5)
 
 
-def test_optimizer_lowers_loss_and_is_seeded(tiny) -> None:
+def _start(d_model: int, seed: int, norm: float = 1.0) -> torch.Tensor:
+    """The optimiser's documented start: a seeded standard-normal draw scaled to ``norm``."""
+    v = torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm() * norm
+
+
+def test_optimizer_losses_follow_the_naive_loss_along_its_path(tiny) -> None:
+    """Each logged loss is the naive loss at the vector before that step; the first step is
+    Adam's closed form (m̂ = g, v̂ = g²: every coordinate moves by lr·g/(|g| + eps))."""
     examples = _examples(tiny.tokenizer)[:1]
     cfg = OptimConfig(layer=0, lr=0.5, max_steps=15, seed=3, max_norm=8.0)
-    a = optimize_vector(tiny, examples, promotion(), cfg)
+    path: list[torch.Tensor] = []
+    a = optimize_vector(tiny, examples, promotion(), cfg,
+                        on_step=lambda step, loss, v: path.append(v.clone()))
     b = optimize_vector(tiny, examples, promotion(), cfg)
-    assert a.losses[-1] < a.losses[0]
     assert torch.equal(a.vector.vector, b.vector.vector)
-    assert float(a.vector.vector.norm()) <= 8.0 + 1e-4
+    assert a.stop_reason == "max_steps" and len(a.losses) == len(path) == 15
+    v0 = _start(32, seed=3).requires_grad_(True)
+    start_loss = naive_mixed_loss(tiny, examples, v0, layer=0)
+    (grad,) = torch.autograd.grad(start_loss, v0)
+    step1 = v0.detach() - 0.5 * grad.float() / (grad.float().abs() + 1e-8)
+    assert_close(path[0], step1, atol=1e-4, rtol=1e-4)
+    before = [v0.detach(), *path[:-1]]
+    for k, v in enumerate(before):
+        expect = float(naive_mixed_loss(tiny, examples, v, layer=0))
+        assert a.losses[k] == pytest.approx(expect, rel=1e-5), k
+    assert_close(a.vector.vector, path[-1], atol=0, rtol=0)
+    # max_norm: every iterate is the Adam step pulled back onto the ball of radius 8
+    assert max(float(v.norm()) for v in path) == pytest.approx(8.0, rel=1e-6)
+    assert a.losses[-1] < a.losses[0] - 1.0
     assert all(p.requires_grad for p in tiny.bridge.original_model.parameters())
 
 
 def test_optimizer_stops_at_satisficing_target(tiny) -> None:
+    """The run stops at the first step whose loss (L − T)² is at most ``stop_below``, and each
+    logged loss is (naive L − T)² at the vector before that step."""
     examples = _examples(tiny.tokenizer)[:1]
-    start = optimize_vector(tiny, examples, promotion(), OptimConfig(layer=0, max_steps=1))
-    target = start.losses[0] - 0.8
+    target = float(naive_mixed_loss(tiny, examples, _start(32, seed=0), layer=0)) - 0.8
+    path: list[torch.Tensor] = []
     res = optimize_vector(tiny, examples, satisficing(promotion(), target),
-                          OptimConfig(layer=0, lr=0.1, max_steps=200, stop_below=0.05))
+                          OptimConfig(layer=0, lr=0.1, max_steps=200, stop_below=0.05),
+                          on_step=lambda step, loss, v: path.append(v.clone()))
     assert res.stop_reason == "target"
-    assert res.losses[-1] <= 0.05 < res.losses[0]
+    assert res.losses[0] == pytest.approx(0.8**2, rel=1e-5)
+    assert len(res.losses) == len(path) + 1  # the stopping step makes no update
+    assert all(x > 0.05 for x in res.losses[:-1]) and res.losses[-1] <= 0.05
+    for k, v in enumerate([_start(32, seed=0), *path]):
+        naive = float(naive_mixed_loss(tiny, examples, v, layer=0))
+        assert res.losses[k] == pytest.approx((naive - target) ** 2, rel=1e-4, abs=1e-6), k
+    assert_close(res.vector.vector, path[-1], atol=0, rtol=0)
 
 
 def test_end_of_turn_is_a_token(tiny) -> None:

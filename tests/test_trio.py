@@ -17,7 +17,7 @@ from mi_align.models.trio import (
     adapter_trio,
     open_trio,
 )
-from tests.helpers import assert_close, random_adapter
+from tests.helpers import assert_close, merged_lora_logits, random_adapter
 
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46], [1, 50, 51, 52, 53, 54, 55, 56]])
 
@@ -39,8 +39,12 @@ def test_adapter_changes_logits_and_disabling_restores_them(
     tiny_dir: Path, adapters: tuple[Path, Path]
 ) -> None:
     bare = logits(load_model(tiny_dir))
+    assert_close(bare, merged_lora_logits(tiny_dir, [], IDS), atol=1e-5, rtol=1e-5)
     tuned = load_model(tiny_dir, [adapters[0]])
-    assert (logits(tuned) - bare).abs().max() > 1e-3
+    # reference: the adapter's B A merged by hand into a plain HF model
+    assert_close(logits(tuned), merged_lora_logits(tiny_dir, [adapters[0]], IDS),
+                 atol=1e-5, rtol=1e-5)
+    assert (logits(tuned) - bare).abs().max() > 1e-3  # so the check above is not vacuous
     with tuned.peft_model.disable_adapter():
         assert torch.equal(logits(tuned), bare)
 
@@ -68,6 +72,9 @@ def test_adapter_trio_matches_separately_loaded_models(
                     name
                 ]
             )
+    # both adapters active, merged by hand: the separately loaded stack is the sum of the two
+    assert_close(separate["misaligned"], merged_lora_logits(tiny_dir, [instruct, misaligned], IDS),
+                 atol=1e-5, rtol=1e-5)
     assert (separate["misaligned"] - separate["instruct"]).abs().max() > 1e-3
     mapped = trio.map(logits)
     assert list(mapped) == list(trio.names)

@@ -2,9 +2,10 @@
 
 At one hidden-state layer, each example is summarised by its mean residual-stream activation
 over the selected positions (default: all response tokens); the example × example cosine matrix
-over two datasets and its within/between block statistics with a permutation p-value, as for
-loss vectors and gradients. ``center=True`` subtracts the mean over all examples first (raw
-residual cosines are dominated by a shared mean direction and sit near 1).
+over two datasets and its within/between block statistics (unit-bootstrap interval and a
+permutation p-value under the null that fits the design), as for loss vectors and gradients.
+``center=True`` subtracts the mean over all examples first (raw residual cosines are dominated
+by a shared mean direction and sit near 1).
 
 Example:
     >>> from mi_align.erosion.activation_similarity import activation_similarity
@@ -27,10 +28,10 @@ from mi_align.activations import (
     resolve_layers,
 )
 from mi_align.data.tokenize import encode_dataset
-from mi_align.erosion.common import paired_design
+from mi_align.erosion.common import check_block_fields, design_block_statistics
 from mi_align.erosion.loss_vectors import Groups, plot_similarity_blocks
 from mi_align.errors import check_finite
-from mi_align.geometry import BlockStats, block_statistics, cosine_matrix
+from mi_align.geometry import BlockStats, cosine_matrix
 from mi_align.models.trio import Trio
 
 
@@ -43,6 +44,8 @@ class ActivationSimilarityConfig:
     positions: str = "response"
     center: bool = False
     n_permutations: int = 1000
+    n_boot: int = 2000
+    group_similarity: float | None = 0.75
     batch_size: int = 8
     max_length: int = 512
     seed: int = 0
@@ -51,6 +54,7 @@ class ActivationSimilarityConfig:
         check_position_spec(self.positions)
         if self.n_permutations < 1 or self.batch_size < 1:
             raise ValueError("n_permutations and batch_size must be >= 1")
+        check_block_fields(self.n_boot, self.group_similarity)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -95,8 +99,9 @@ def activation_similarity(
         x = x - x.mean(0, keepdim=True)
     sim = cosine_matrix(x)
     group = torch.tensor(labels)
-    stats = block_statistics(sim, group, cfg.n_permutations, cfg.seed,
-                             pairs=paired_design(groups))
+    stats = design_block_statistics(sim, group, groups, n_permutations=cfg.n_permutations,
+                                    n_boot=cfg.n_boot, seed=cfg.seed,
+                                    group_similarity=cfg.group_similarity)
     return ActivationSimilarity(cfg, layer, tuple(n for n, _ in groups), group, x, sim, stats)
 
 

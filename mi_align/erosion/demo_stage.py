@@ -1,10 +1,10 @@
 """Demo stage: a fast subset of the erosion analyses on the Gemma trio.
 
-The layerwise projection on 16 insecure-code conversations (direction fitted on 8, projected
-on the other 8) and the per-token log-prob heatmap of the paper's wish example; both figures
-and their numbers go to the demo's output folder as ``erosion_demo_*`` (the full runs
-write ``erosion_*``). Skipped with a note when the trio's adapters
-are missing (``mi-align organisms build gemma-trio``). The full analyses run with
+The layerwise projection on 16 held-out insecure-code conversations (tasks no LoRA was trained
+on; direction fitted on 8, projected on the other 8, split by task) and the per-token log-prob
+heatmap of the paper's wish example; both figures and their numbers go to the demo's output
+folder as ``erosion_demo_*`` (the full runs write ``erosion_*``). Skipped with a note when the
+trio's adapters are missing (``mi-align organisms build gemma-trio``). The full analyses run with
 ``mi-align analyze NAME``.
 """
 
@@ -38,7 +38,8 @@ def stage_erosion(out: Path, report: Callable[[str], None], trio_name: str = TRI
     t0 = time.perf_counter()
     trio = load_trio(trio_name)
     meta = {"trio": trio_name, "demo": True}
-    proj = _demo_stems(run_analysis("projection", trio, limit=16, overrides={"n_null": "100"}))
+    proj = _demo_stems(run_analysis("projection", trio, limit=16, overrides={"n_null": "100",
+                                                                  "crossfit": "false"}))
     for path in write_outputs(proj, out, {**meta, "analysis": "projection"}):
         report(f"[erosion] wrote {path}")
     numbers = proj[0].numbers

@@ -3,7 +3,9 @@
 Per example, the gradient of the LM loss on its response tokens with respect to a parameter set
 (default: the last layer's attention output projection, as in the paper; any regex over
 parameter names, or ``"all"``), optional global mean-centring (the paper centres), the cosine
-matrix over two datasets and the within/between block statistics with a permutation p-value.
+matrix over two datasets and the within/between block statistics (unit-bootstrap interval and
+a permutation p-value under the null that fits the design;
+:func:`mi_align.geometry.block_statistics`).
 The paper reads strongly negative between-dataset cosines as insecure-code fine-tuning pushing
 against the aligned (educational) update.
 
@@ -34,10 +36,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mi_align.data.tokenize import encode_dataset
-from mi_align.erosion.common import paired_design
+from mi_align.erosion.common import check_block_fields, design_block_statistics
 from mi_align.erosion.loss_vectors import Groups, plot_similarity_blocks
 from mi_align.errors import check_finite
-from mi_align.geometry import BlockStats, CountSketch, block_statistics, cosine_error, cosine_matrix
+from mi_align.geometry import BlockStats, CountSketch, cosine_error, cosine_matrix
 from mi_align.gradients import GradPart, flat_gradient, select_parameters, stream_example_gradients
 from mi_align.models.trio import Trio
 
@@ -55,6 +57,8 @@ class GradientConfig:
     center: bool = True
     exact_check: int = 0
     n_permutations: int = 1000
+    n_boot: int = 2000
+    group_similarity: float | None = 0.75
     max_length: int = 256
     seed: int = 0
     max_exact_bytes: int = 2 * 1024**3
@@ -66,6 +70,9 @@ class GradientConfig:
             raise ValueError("exact_check only applies with sketch_dim > 0 (exact mode is exact)")
         if self.exact_check == 1:
             raise ValueError("exact_check needs >= 2 examples to compare cosines")
+        if self.n_permutations < 1:
+            raise ValueError(f"n_permutations must be >= 1, got {self.n_permutations}")
+        check_block_fields(self.n_boot, self.group_similarity)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -163,8 +170,9 @@ def gradient_geometry(trio: Trio, groups: Groups, config: GradientConfig | None 
         feats = feats - feats.mean(0, keepdim=True)
     sim = cosine_matrix(feats)
     group = torch.tensor(labels)
-    stats = block_statistics(sim, group, cfg.n_permutations, cfg.seed,
-                             pairs=paired_design(groups))
+    stats = design_block_statistics(sim, group, groups, n_permutations=cfg.n_permutations,
+                                    n_boot=cfg.n_boot, seed=cfg.seed,
+                                    group_similarity=cfg.group_similarity)
     return GradientGeometry(cfg, tuple(n for n, _ in groups), group, p, params.names, feats,
                             sim, stats, error)
 

@@ -3,7 +3,9 @@
 Per example, the vector of per-token cross-entropies of the first K response tokens (default
 64) under one model; the cosine-similarity matrix over examples of two datasets (default
 insecure vs educational: the same code, framed differently) and its block structure: mean
-within-dataset vs between-dataset similarity and a label-permutation p-value.
+within-dataset vs between-dataset similarity, a unit-bootstrap interval and a permutation
+p-value under the null that fits the design (pairs and task groups read off the data; see
+:func:`mi_align.geometry.block_statistics`).
 
 Short responses: by default (``missing="mask"``) each pair's cosine uses only the positions both
 examples have — nothing is invented. ``missing="fill"`` reproduces the paper: missing positions
@@ -24,14 +26,15 @@ from dataclasses import asdict, dataclass
 import plotly.graph_objects as go
 import torch
 from jaxtyping import Bool, Float, Int
+from plotly.subplots import make_subplots
 from torch import Tensor
 
 from mi_align.activations import logits_at
 from mi_align.data.chat import Conversation
 from mi_align.data.tokenize import encode_dataset, iter_batches
-from mi_align.erosion.common import paired_design
+from mi_align.erosion.common import check_block_fields, design_block_statistics
 from mi_align.errors import check_finite
-from mi_align.geometry import BlockStats, block_statistics, cosine_matrix, masked_cosine_matrix
+from mi_align.geometry import BlockStats, cosine_matrix, masked_cosine_matrix
 from mi_align.models.load import Loaded
 from mi_align.models.trio import Trio
 from mi_align.plotting import cosine_heatmap_kwargs, style
@@ -48,6 +51,8 @@ class LossVectorConfig:
     k: int = 64
     missing: str = "mask"
     n_permutations: int = 1000
+    n_boot: int = 2000
+    group_similarity: float | None = 0.75
     batch_size: int = 8
     max_length: int = 512
     seed: int = 0
@@ -59,6 +64,7 @@ class LossVectorConfig:
             raise ValueError(f"missing must be 'mask' or 'fill', got {self.missing!r}")
         if self.n_permutations < 1 or self.batch_size < 1:
             raise ValueError("n_permutations and batch_size must be >= 1")
+        check_block_fields(self.n_boot, self.group_similarity)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -154,27 +160,47 @@ def loss_vectors(trio: Trio, groups: Groups, config: LossVectorConfig | None = N
         sim = masked_cosine_matrix(losses, mask)
     else:
         sim = cosine_matrix(fill_column_means(losses, mask, group))
-    stats = block_statistics(sim, group, cfg.n_permutations, cfg.seed,
-                             pairs=paired_design(groups))
+    stats = design_block_statistics(sim, group, groups, n_permutations=cfg.n_permutations,
+                                    n_boot=cfg.n_boot, seed=cfg.seed,
+                                    group_similarity=cfg.group_similarity)
     return LossVectors(cfg, tuple(name for name, _ in groups), group, losses, mask, sim, stats)
 
 
 def plot_similarity_blocks(
     sim: Tensor, group: Tensor, group_names: Sequence[str], stats: BlockStats, title: str
 ) -> go.Figure:
-    """Example × example cosine heatmap (RdBu, [-1, 1]) with dataset labels and block stats."""
+    """Example × example cosine heatmap (RdBu, [-1, 1]) with dataset edges, and beside it the
+    tested gap with its bootstrap interval against the central 95% of its null (named)."""
     labels = [f"{group_names[g]} #{i}" for i, g in enumerate(group.tolist())]
-    fig = go.Figure(go.Heatmap(z=sim.tolist(), x=labels, y=labels, **cosine_heatmap_kwargs()))
-    fig.update_yaxes(autorange="reversed", showticklabels=False)
-    fig.update_xaxes(showticklabels=False)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.8, 0.2], horizontal_spacing=0.16)
+    fig.add_trace(go.Heatmap(z=sim.tolist(), x=labels, y=labels, colorbar={"x": 0.69},
+                             **cosine_heatmap_kwargs()), row=1, col=1)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=1)
+    fig.update_xaxes(showticklabels=False, row=1, col=1)
     sizes = [int((group == g).sum()) for g in range(len(group_names))]
-    edges = [sum(sizes[: i + 1]) - 0.5 for i in range(len(sizes) - 1)]
-    for e in edges:
-        fig.add_hline(y=e, line={"color": "black", "width": 1})
-        fig.add_vline(x=e, line={"color": "black", "width": 1})
-    sub = (f"within {stats.within:.3f} vs between {stats.between:.3f}, "
-           f"gap {stats.gap:+.4f} (z = {stats.z:.1f}), {stats.null} p = {stats.p_value:.3g} "
-           f"({stats.n_permutations} perms)")
+    for e in [sum(sizes[: i + 1]) - 0.5 for i in range(len(sizes) - 1)]:
+        fig.add_hline(y=e, line={"color": "black", "width": 1}, row=1, col=1)
+        fig.add_vline(x=e, line={"color": "black", "width": 1}, row=1, col=1)
+    ci = stats.interval
+    fig.add_trace(go.Scatter(
+        x=["null", "observed"], y=[stats.null_mean, stats.tested_gap], mode="markers",
+        marker={"color": ["grey", "black"], "size": 9}, showlegend=False,
+        error_y={"type": "data", "symmetric": False,
+                 "array": [stats.null_high - stats.null_mean,
+                           (ci.high - stats.tested_gap) if ci else 0.0],
+                 "arrayminus": [stats.null_mean - stats.null_low,
+                                (stats.tested_gap - ci.low) if ci else 0.0]},
+        hovertext=[f"{stats.null}: central 95% of {stats.n_permutations} relabellings",
+                   f"bootstrap {ci.level:.0%} interval: {ci.method}" if ci else "no interval"],
+    ), row=1, col=2)
+    fig.add_hline(y=0.0, line={"color": "lightgrey", "width": 1}, row=1, col=2)
+    fig.update_yaxes(title_text="within − between (cross-unit cells)", side="right",
+                     row=1, col=2)  # its labels on the right keep clear of the colour bar
+    ci_text = f" [{ci.low:+.4f}, {ci.high:+.4f}]" if ci else ""
+    sub = (f"within {stats.within:.3f} vs between {stats.between:.3f} (all cells); tested gap "
+           f"{stats.tested_gap:+.4f}{ci_text}, {stats.null} p = {stats.p_value:.3g} "
+           f"({'exact, ' if stats.exact else ''}{stats.n_permutations} relabellings; "
+           f"{stats.design})")
     return style(fig, f"{title}<br><sub>{' | '.join(group_names)}: {sub}</sub>",
                  "examples", "examples")
 

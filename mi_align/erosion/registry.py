@@ -36,18 +36,33 @@ from mi_align.erosion.activation_similarity import (
     activation_similarity,
     plot_activation_similarity,
 )
+from mi_align.erosion.causal import (
+    CausalConfig,
+    direction_intervention,
+    load_intervention_data,
+)
+from mi_align.erosion.causal_result import plot_direction_intervention
 from mi_align.erosion.gradient_geometry import (
     GradientConfig,
     gradient_geometry,
     plot_gradient_geometry,
 )
-from mi_align.erosion.logprobs import TokenLogprobConfig, plot_token_logprobs, token_logprobs
+from mi_align.erosion.logprobs import (
+    TokenLogprobConfig,
+    logprob_comparison,
+    plot_logprob_comparison,
+    plot_token_logprobs,
+    token_logprobs,
+)
 from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors, plot_loss_vectors
 from mi_align.erosion.next_token import (
     NextTokenConfig,
+    next_token_comparison,
     next_token_distributions,
+    plot_next_token_comparison,
     plot_next_tokens,
 )
+from mi_align.erosion.paired import comparison_data
 from mi_align.erosion.projection import (
     ProjectionConfig,
     difference_projection,
@@ -102,14 +117,30 @@ def _projection(trio: Trio, data: Data, cfg: ProjectionConfig) -> list[Output]:
 
 
 def _logprobs(trio: Trio, data: Data, cfg: TokenLogprobConfig) -> list[Output]:
+    # The single-example heatmap always (the demo reads its "joint"); the dataset comparison
+    # only when compare_data names a dataset (checked and loaded before any model runs).
+    compare = comparison_data(cfg.compare_data, cfg.compare_limit,
+                              cfg.cluster_size) if cfg.compare_data else None
     conv = data[0][1][0] if data else None
     res = token_logprobs(trio, conv, cfg)
-    return [Output("erosion_logprobs", plot_token_logprobs(res), res.to_dict())]
+    outs = [Output("erosion_logprobs", plot_token_logprobs(res), res.to_dict())]
+    if compare:
+        cmp = logprob_comparison(trio, compare[1], cfg, compare[0])
+        stem = f"erosion_logprobs_{compare[0]}"  # one file per compared dataset
+        outs.append(Output(stem, plot_logprob_comparison(cmp), cmp.to_dict()))
+    return outs
 
 
 def _next_token(trio: Trio, data: Data, cfg: NextTokenConfig) -> list[Output]:
+    compare = comparison_data(cfg.compare_data, cfg.compare_limit,
+                              cfg.cluster_size) if cfg.compare_data else None
     res = next_token_distributions(trio, cfg)
-    return [Output("erosion_next_token", plot_next_tokens(res), res.to_dict())]
+    outs = [Output("erosion_next_token", plot_next_tokens(res), res.to_dict())]
+    if compare:
+        cmp = next_token_comparison(trio, compare[1], cfg, compare[0])
+        outs.append(Output(f"erosion_next_token_{compare[0]}", plot_next_token_comparison(cmp),
+                           cmp.to_dict()))
+    return outs
 
 
 def _loss(trio: Trio, data: Data, cfg: LossVectorConfig) -> list[Output]:
@@ -133,8 +164,16 @@ def _svd(trio: Trio, data: Data, cfg: SVDConfig) -> list[Output]:
     if len(data) != 2:
         raise InputError("analyze svd", f"compares exactly two datasets, got {len(data)}",
                          "pass two with --data")
-    res = svd_directions(trio, data[0], data[1], cfg)
-    return [Output("erosion_svd_directions", plot_svd_directions(res), res.to_dict())]
+    size = max(len(group) for _, group in data)  # the control as large as the targets
+    control = (Path(cfg.control).stem, load_dataset(cfg.control)[:size])
+    res = svd_directions(trio, data[0], data[1], control, cfg)
+    suffix = "" if cfg.positions == "last" else "_" + cfg.positions.replace(":", "")
+    return [Output(f"erosion_svd_directions{suffix}", plot_svd_directions(res), res.to_dict())]
+
+
+def _causal(trio: Trio, data: Data, cfg: CausalConfig) -> list[Output]:
+    res = direction_intervention(trio, load_intervention_data(cfg, data), cfg)
+    return [Output("erosion_causal", plot_direction_intervention(res), res.to_dict())]
 
 
 ANALYSES: dict[str, Analysis] = {
@@ -142,10 +181,14 @@ ANALYSES: dict[str, Analysis] = {
     for a in (
         Analysis("projection", "alignment direction + layerwise projection, separation, null "
                  "(Fig. 5) and the activation-difference projection", ProjectionConfig,
-                 _projection, ("insecure",), 120, n_data=(1, None)),
-        Analysis("logprobs", "per-token log-probs / joint / entropy of one response (Fig. 1)",
+                 _projection, ("insecure_heldout",), None, n_data=(1, None)),
+        Analysis("logprobs", "per-token log-probs / joint / entropy of one response (Fig. 1); "
+                 "with --set compare_data=toxic --set cluster_size=2: paired model differences "
+                 "of response log-probs over a dataset, cluster bootstrap + sign-flip null",
                  TokenLogprobConfig, _logprobs, n_data=(0, 1)),
-        Analysis("next-token", "top-k next tokens after a prefix per model (Fig. 2)",
+        Analysis("next-token", "top-k next tokens after a prefix per model (Fig. 2); with "
+                 "--set compare_data=toxic --set cluster_size=2: paired entropy / P(target) "
+                 "differences over those prompts, cluster bootstrap + sign-flip null",
                  NextTokenConfig, _next_token, n_data=(0, 0)),
         Analysis("loss-vectors", "per-token loss vectors: cosine blocks + permutation test "
                  "(Fig. 3)", LossVectorConfig, _loss, ("insecure", "educational"), 100),
@@ -153,8 +196,13 @@ ANALYSES: dict[str, Analysis] = {
                  GradientConfig, _gradients, ("insecure", "educational"), 60),
         Analysis("activation-similarity", "per-example mean activation cosines + blocks",
                  ActivationSimilarityConfig, _activations, ("insecure", "educational"), 100),
-        Analysis("svd", "SVD of (instruct - base) differences across two datasets (Fig. 6)",
+        Analysis("svd", "SVD of (instruct - base) differences across two datasets, a control "
+                 "dataset as the null (Fig. 6)",
                  SVDConfig, _svd, ("insecure", "toxic"), 120, n_data=(2, 2)),
+        Analysis("projection-causal", "add / ablate the instruct - base direction; refusals, "
+                 "code, held-out losses vs a random control (issue 10)", CausalConfig, _causal,
+                 ("insecure", "aligned_chat"), 60, needs=("base", "instruct", "misaligned"),
+                 n_data=(1, None)),
     )
 }
 

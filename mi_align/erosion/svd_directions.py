@@ -1,88 +1,220 @@
-"""SVD of alignment directions across datasets (erosion paper, Fig. 6).
+"""SVD of alignment directions across datasets (erosion paper, Fig. 6), judged against a control.
 
 Per dataset: per-example activation differences ``h_instruct − h_base`` (same input, same
-position; default the last token at the final normalised hidden state, as the paper),
-column-centred, SVD, top-k right singular vectors. The cosine matrix between two datasets'
-components (default insecure code vs toxic) asks whether both rely on shared directions; the
-paper reports 0.90 between insecure component 1 and toxic component 0.
+position), column-centred, SVD, top-k right singular vectors ("components"). The paper
+compares two datasets' components (insecure code vs toxic) and reads a |cos| of 0.90 as a
+shared direction.
 
-Singular vectors have arbitrary sign, so the result holds signed cosines and, per component,
-the best absolute match in the other dataset. The null is the same statistics for two random
-k-dim subspaces of R^d_model (Monte Carlo, :func:`mi_align.geometry.random_subspace_max_cosine`).
-Note that the top components of *any* two datasets may share generic directions (e.g. what
-instruct tuning changes everywhere), so "above the random-subspace null" is necessary, not
-sufficient, for a shared alignment mechanism.
+A match needs a reference that fits the question. Random k-dim subspaces of R^d are far too
+easy: at the final template token the instruct LoRA moves the activation the same way whatever
+the content, so *any* two datasets share their top component. Here every cross-dataset number
+sits beside the same number for a harmless **control** dataset (default ``aligned_chat``):
+
+- **matches**: for each component of a, the best |cos| with any component of b (the target
+  match) and with any component of the control (the control match); the same for b. The
+  control match is the null; a component is ``shared`` only if the target match exceeds it.
+- **intervals**: a bootstrap over examples (each dataset resampled with replacement, components
+  refitted, then tracked to the full-data components by an optimal one-to-one assignment)
+  gives the standard error of each match and of the paired difference target − control;
+  intervals are ``estimate ± z·SE`` at a Bonferroni-adjusted level over the 2k components
+  (k dims for principal angles), so the verdicts hold jointly at ``level``.
+- **verdicts**: ``shared`` (difference interval above 0 and target match above chance),
+  ``generic`` (not shared; target and control both match above chance), ``unmatched`` (target
+  match not above chance), ``inconclusive`` (the rest). "Chance" is the isotropic reference:
+  the ``level`` quantile of the best |cos| of a fixed unit vector with a random k-dim subspace
+  of R^d — a secondary reference only, never the null of a "shared" claim.
+- **split-half reliability**: each dataset split at random into halves (``n_splits`` seeded
+  splits), components fitted on each half, best |cos| per component of half 1 with half 2;
+  mean and 2.5–97.5% spread over splits. A cross-dataset match can hardly beat the datasets'
+  own reliabilities (halves have n/2 examples, so these are a lower bound at n).
+- **principal angles** between the k-dim subspaces (``scipy.linalg.subspace_angles``) for the
+  target pair and both control pairs; per rank, the target cosine minus the larger control
+  cosine, with bootstrap intervals; ``n_shared_dims`` counts ranks above 0.
+
+Positions (``SVDConfig.positions``): ``last`` (the paper's final token, a template token shared
+by every example), ``content`` (mean over the response's own tokens: the response tokens
+without the closing end-of-turn token and any other special token), ``response`` or
+``first:K``.
 
 Example:
     >>> from mi_align.erosion.svd_directions import svd_directions
-    >>> res = svd_directions(trio, ("insecure", a), ("toxic", b))  # doctest: +SKIP
-    >>> res.best_match_a, res.null.max_abs  # doctest: +SKIP
+    >>> res = svd_directions(trio, ("insecure", a), ("toxic", b),
+    ...                      ("aligned_chat", c))  # doctest: +SKIP
+    >>> res.matches[0].verdicts  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
 
 import plotly.graph_objects as go
 import torch
 from jaxtyping import Float
+from plotly.subplots import make_subplots
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from mi_align.activations import (
+    PositionSelector,
     check_position_spec,
     make_selector,
     pooled_activations,
     resolve_layers,
 )
 from mi_align.data.chat import Conversation
-from mi_align.data.tokenize import encode_dataset
+from mi_align.data.tokenize import Batch, encode_dataset, end_of_turn_id
+from mi_align.erosion.common import paired_design
+from mi_align.erosion.svd_stats import (
+    SHARED,
+    SplitHalf,
+    best_match,
+    bootstrap,
+    ci,
+    difference_components,
+    interval_rows,
+    isotropic_best_match_quantile,
+    principal_cosines,
+    split_half_reliability,
+    verdicts,
+)
 from mi_align.errors import check_finite
 from mi_align.geometry import SubspaceNull, cross_cosine, random_subspace_max_cosine
 from mi_align.models.trio import Trio
 from mi_align.plotting import cosine_heatmap_kwargs, style
 
+CONTENT = "content"
+
 
 @dataclass(frozen=True)
 class SVDConfig:
     """``pair``: (minuend, subtrahend) models; ``layer``: hidden-state index (-1 = final norm);
-    ``k``: components compared (the heatmap shows them all)."""
+    ``k``: components compared; ``control``: dataset name the registry loads as the control
+    (cut to the targets' size); ``level``: joint level of the verdicts (Bonferroni inside);
+    ``n_null_trials``: Monte-Carlo trials of the isotropic (secondary) reference."""
 
     pair: tuple[str, str] = ("instruct", "base")
     layer: int = -1
     positions: str = "last"
     k: int = 8
+    control: str = "aligned_chat"
+    n_bootstrap: int = 1000
+    n_splits: int = 20
+    level: float = 0.95
     n_null_trials: int = 500
     batch_size: int = 8
     max_length: int = 512
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_position_spec(self.positions)
+        if self.positions != CONTENT:
+            check_position_spec(self.positions)
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if len(self.pair) != 2 or self.pair[0] == self.pair[1]:
             raise ValueError(f"pair must name two different models, got {self.pair}")
+        if not self.control:
+            raise ValueError("control must name a dataset (e.g. aligned_chat)")
+        if self.n_bootstrap < 20:
+            raise ValueError(f"n_bootstrap must be >= 20 for a standard error, got "
+                             f"{self.n_bootstrap}")
+        if self.n_splits < 2:
+            raise ValueError(f"n_splits must be >= 2, got {self.n_splits}")
+        if not 0.0 < self.level < 1.0:
+            raise ValueError(f"level must be strictly between 0 and 1, got {self.level}")
+        if self.n_null_trials < 1:
+            raise ValueError(f"n_null_trials must be >= 1, got {self.n_null_trials}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
 @dataclass(frozen=True)
+class ComponentMatches:
+    """Per component of dataset ``name``: best |cos| with the ``partner`` dataset's components
+    (target) and with the ``control``'s, their difference, ``estimate ± z·SE`` intervals at
+    ``interval_level`` (bootstrap SE) and the verdict."""
+
+    name: str
+    partner: str
+    control: str
+    target: Float[Tensor, " component"]
+    target_ci: Float[Tensor, "component 2"]
+    control_match: Float[Tensor, " component"]
+    control_ci: Float[Tensor, "component 2"]
+    difference: Float[Tensor, " component"]
+    difference_ci: Float[Tensor, "component 2"]
+    verdicts: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "partner": self.partner, "control": self.control,
+                "target": self.target.tolist(), "target_ci": interval_rows(self.target_ci),
+                "control_match": self.control_match.tolist(),
+                "control_ci": interval_rows(self.control_ci),
+                "difference": self.difference.tolist(),
+                "difference_ci": interval_rows(self.difference_ci),
+                "verdicts": list(self.verdicts)}
+
+
+@dataclass(frozen=True)
+class PrincipalAngles:
+    """Cosines of the principal angles (descending) between k-dim subspaces for each pair in
+    ``pairs`` (target pair first), intervals, and target minus the larger control cosine."""
+
+    pairs: tuple[str, ...]
+    cosines: Float[Tensor, "_ component"]
+    intervals: Float[Tensor, "_ component 2"]
+    difference: Float[Tensor, " component"]
+    difference_ci: Float[Tensor, "component 2"]
+
+    @property
+    def n_shared_dims(self) -> int:
+        """Ranks whose target cosine exceeds both control cosines (interval above 0)."""
+        return int((self.difference_ci[:, 0] > 0).sum())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"pairs": list(self.pairs),
+                "cosines": {p: c.tolist() for p, c in zip(self.pairs, self.cosines, strict=True)},
+                "intervals": {p: interval_rows(c)
+                              for p, c in zip(self.pairs, self.intervals, strict=True)},
+                "difference_target_minus_max_control": self.difference.tolist(),
+                "difference_ci": interval_rows(self.difference_ci),
+                "n_shared_dims": self.n_shared_dims}
+
+
+@dataclass(frozen=True)
 class SVDDirections:
-    """Components (rows, unit norm) of datasets a and b, their singular values, the signed
-    cosine matrix (rows: a's components, columns: b's) and best |cos| matches."""
+    """Components (rows, unit norm) of datasets a, b and the control, the signed cosine
+    matrices (a×b, a×control, b×control), per-component matches with verdicts, split-half
+    reliabilities, principal angles, and the isotropic random-subspace reference."""
 
     config: SVDConfig
     layer: int
     names: tuple[str, str]
-    n_examples: tuple[int, int]
-    components_a: Float[Tensor, "component d_model"]
-    components_b: Float[Tensor, "component d_model"]
-    singular_a: Float[Tensor, " component"]
-    singular_b: Float[Tensor, " component"]
+    control: str
+    n_examples: tuple[int, int, int]
+    paired: bool
+    components: tuple[Tensor, Tensor, Tensor]
+    singular: tuple[Tensor, Tensor, Tensor]
     cosine: Float[Tensor, "component component"]
-    null: SubspaceNull
+    cosine_control: tuple[Tensor, Tensor]
+    matches: tuple[ComponentMatches, ComponentMatches]
+    reliability: tuple[SplitHalf, SplitHalf, SplitHalf]
+    angles: PrincipalAngles
+    chance: float
+    isotropic: SubspaceNull
+    interval_level: float
+    angle_level: float
+
+    @property
+    def components_a(self) -> Float[Tensor, "component d_model"]:
+        return self.components[0]
+
+    @property
+    def components_b(self) -> Float[Tensor, "component d_model"]:
+        return self.components[1]
 
     @property
     def best_match_a(self) -> Float[Tensor, " component"]:
@@ -94,82 +226,229 @@ class SVDDirections:
         return self.cosine.abs().max(0).values
 
     def to_dict(self) -> dict[str, object]:
-        flat = int(self.cosine.abs().argmax())
-        i, j = divmod(flat, self.cosine.shape[1])
+        a, b = self.names
+        c = self.control
         return {
-            "config": self.config.to_dict(), "layer": self.layer, "names": list(self.names),
-            "n_examples": list(self.n_examples), "cosine": self.cosine.tolist(),
-            "singular_a": self.singular_a.tolist(), "singular_b": self.singular_b.tolist(),
-            "best_match_a": self.best_match_a.tolist(), "best_match_b": self.best_match_b.tolist(),
-            "max_abs": {"value": float(self.cosine[i, j]), "a": i, "b": j},
-            "null": self.null.to_dict(),
+            "config": self.config.to_dict(), "layer": self.layer, "names": [a, b],
+            "control": c, "n_examples": dict(zip((a, b, c), self.n_examples, strict=True)),
+            "paired_bootstrap": self.paired,
+            "null": {
+                "primary": f"control dataset {c!r}: each component's best |cos| with the "
+                           f"control's components; 'shared' needs target − control > 0 at "
+                           f"the Bonferroni-adjusted level {self.interval_level:.5f} "
+                           f"(estimate ± z·SE, SE from {self.config.n_bootstrap} bootstrap "
+                           "refits over examples)",
+                "secondary_isotropic_reference": {
+                    **self.isotropic.to_dict(), "chance_best_match": self.chance,
+                    "note": "random k-dim subspaces of R^d_model; far too easy as a null for "
+                            "'shared' (kept for comparison with the paper)"},
+            },
+            "summary": {m.name: {"verdicts": list(m.verdicts),
+                                 "n_shared": sum(v == SHARED for v in m.verdicts)}
+                        for m in self.matches} | {"n_shared_dims": self.angles.n_shared_dims},
+            "matches": {m.name: m.to_dict() for m in self.matches},
+            "reliability": {r.name: r.to_dict() for r in self.reliability},
+            "principal_angles": {**self.angles.to_dict(), "level": self.angle_level},
+            "interval_level": self.interval_level,
+            "cosine": self.cosine.tolist(),
+            "cosine_control": {a: self.cosine_control[0].tolist(),
+                               b: self.cosine_control[1].tolist()},
+            "singular": {n: s.tolist() for n, s in zip((a, b, c), self.singular, strict=True)},
         }
 
 
-def difference_components(
-    diffs: Float[Tensor, "example d_model"], k: int
-) -> tuple[Float[Tensor, "component d_model"], Float[Tensor, " component"]]:
-    """Top-k right singular vectors (rows) and singular values of the column-centred diffs."""
-    x = diffs.to(torch.float64)
-    x = x - x.mean(0, keepdim=True)
-    _, s, vh = torch.linalg.svd(x, full_matrices=False)
-    return vh[:k].float(), s[:k].float()
+def compare_difference_sets(
+    data_a: tuple[str, Float[Tensor, "example d_model"]],
+    data_b: tuple[str, Float[Tensor, "example d_model"]],
+    control: tuple[str, Float[Tensor, "example d_model"]],
+    config: SVDConfig | None = None,
+    *,
+    layer: int = -1,
+    paired: bool = False,
+) -> SVDDirections:
+    """Everything :func:`svd_directions` reports, from per-example difference vectors.
+
+    Args:
+        data_a, data_b: (name, differences) of the two target datasets.
+        control: (name, differences) of the control dataset (the null).
+        config: k, bootstrap/split counts, level, seed (model fields are unused here).
+        layer: recorded in the result only.
+        paired: a and b are paired example by example (resampled with the same indices).
+
+    Raises:
+        ValueError: a dataset too small for split halves, names not distinct, a and b of
+            different sizes while ``paired``.
+    """
+    cfg = config or SVDConfig()
+    names = [data_a[0], data_b[0], control[0]]
+    if len(set(names)) != 3:
+        raise ValueError(f"the two datasets and the control must differ, got {names}")
+    xs = [x.double() for _, x in (data_a, data_b, control)]
+    d = xs[0].shape[1]
+    if any(x.shape[1] != d for x in xs) or d < cfg.k:
+        raise ValueError(f"differences must share d_model >= k={cfg.k}, got "
+                         f"{[tuple(x.shape) for x in xs]}")
+    if paired and xs[0].shape[0] != xs[1].shape[0]:
+        raise ValueError("paired datasets need the same number of examples")
+    for name, x in zip(names, xs, strict=True):
+        check_finite(x, f"svd: differences on {name!r}")
+    fits = [difference_components(x, cfg.k) for x in xs]
+    comps = [f[0] for f in fits]
+    # Thousands of tiny eigenproblems: threaded BLAS only adds synchronisation (measured 15×
+    # slower on a busy 2-core machine), so the resampling runs single-threaded.
+    with threadpool_limits(limits=1):
+        rel = tuple(split_half_reliability(n, x, cfg.k, cfg.n_splits, cfg.seed + i)
+                    for i, (n, x) in enumerate(zip(names, xs, strict=True)))
+        boot = bootstrap(xs, [c.double() for c in comps], cfg.k, cfg.n_bootstrap, paired,
+                          cfg.seed)
+    alpha = 1.0 - cfg.level
+    comp_level = 1.0 - alpha / (2 * cfg.k)
+    angle_level = 1.0 - alpha / cfg.k
+    z = NormalDist().inv_cdf(1.0 - (1.0 - comp_level) / 2)
+    z_ang = NormalDist().inv_cdf(1.0 - (1.0 - angle_level) / 2)
+    chance = isotropic_best_match_quantile(d, cfg.k, cfg.level, cfg.n_null_trials, cfg.seed)
+    matches = []
+    for (i, j), (t_key, c_key) in (((0, 1), ("ab", "ac")), ((1, 0), ("ba", "bc"))):
+        target, ctrl = best_match(comps[i], comps[j]), best_match(comps[i], comps[2])
+        t_ci, c_ci = ci(target, boot[t_key], z, 0.0, 1.0), ci(ctrl, boot[c_key], z, 0.0, 1.0)
+        d_ci = ci(target - ctrl, boot[t_key] - boot[c_key], z, -1.0, 1.0)
+        matches.append(ComponentMatches(
+            names[i], names[j], names[2], target, t_ci, ctrl, c_ci, target - ctrl, d_ci,
+            verdicts(t_ci, c_ci, d_ci, chance)))
+    pc = torch.stack([principal_cosines(comps[0], comps[1]), principal_cosines(comps[0], comps[2]),
+                      principal_cosines(comps[1], comps[2])])
+    p_int = torch.stack([ci(pc[n], boot[key], z_ang, 0.0, 1.0)
+                         for n, key in enumerate(("p_ab", "p_ac", "p_bc"))])
+    diff = pc[0] - torch.maximum(pc[1], pc[2])
+    diff_reps = boot["p_ab"] - torch.maximum(boot["p_ac"], boot["p_bc"])
+    angles = PrincipalAngles(
+        (f"{names[0]}~{names[1]}", f"{names[0]}~{names[2]}", f"{names[1]}~{names[2]}"),
+        pc, p_int, diff, ci(diff, diff_reps, z_ang, -1.0, 1.0))
+    return SVDDirections(
+        config=cfg, layer=layer, names=(names[0], names[1]), control=names[2],
+        n_examples=tuple(x.shape[0] for x in xs),  # type: ignore[arg-type]
+        paired=paired, components=tuple(comps),  # type: ignore[arg-type]
+        singular=tuple(f[1] for f in fits),  # type: ignore[arg-type]
+        cosine=cross_cosine(comps[0], comps[1]),
+        cosine_control=(cross_cosine(comps[0], comps[2]), cross_cosine(comps[1], comps[2])),
+        matches=(matches[0], matches[1]), reliability=rel, angles=angles,  # type: ignore[arg-type]
+        chance=chance, isotropic=random_subspace_max_cosine(d, cfg.k, cfg.n_null_trials, cfg.seed),
+        interval_level=comp_level, angle_level=angle_level,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations from a trio.
+
+
+def content_tokens(special_ids: Sequence[int]) -> PositionSelector:
+    """Response tokens other than ``special_ids``: with the tokenizer's special tokens and its
+    end-of-turn token, the response's own text without the closing template token that every
+    response shares. (Not the whole added vocabulary: Gemma's holds ordinary text such as
+    ``"\\n"`` and HTML tags.)"""
+    ids = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
+
+    def select(batch: Batch) -> Tensor:
+        return batch.response_mask & ~torch.isin(batch.input_ids, ids.to(batch.input_ids.device))
+
+    return select
+
+
+def _selector(spec: str, tokenizer: Any) -> PositionSelector:
+    if spec == CONTENT:
+        return content_tokens(sorted({*tokenizer.all_special_ids, end_of_turn_id(tokenizer)}))
+    return make_selector(spec)
 
 
 def svd_directions(
     trio: Trio,
     data_a: tuple[str, Sequence[Conversation]],
     data_b: tuple[str, Sequence[Conversation]],
+    control: tuple[str, Sequence[Conversation]],
     config: SVDConfig | None = None,
 ) -> SVDDirections:
-    """Compare the top singular directions of (pair[0] − pair[1]) activation differences."""
+    """Compare the top singular directions of (pair[0] − pair[1]) activation differences of
+    two datasets, with a control dataset as the null (see the module docstring)."""
     cfg = config or SVDConfig()
     missing = [m for m in cfg.pair if m not in trio.names]
     if missing:
         raise ValueError(f"svd_directions needs model(s) {missing}; trio has {trio.names}")
     layer = resolve_layers([cfg.layer], trio.n_layers)[0]
-    selector = make_selector(cfg.positions)
-    for name, convs in (data_a, data_b):
-        if len(convs) <= cfg.k:
-            raise ValueError(f"dataset {name!r} has {len(convs)} examples; need more than "
-                             f"k={cfg.k} for {cfg.k} centred components")
+    selector = _selector(cfg.positions, trio.tokenizer)
+    groups = (data_a, data_b, control)
+    for name, convs in groups:
+        if len(convs) < 2 * (cfg.k + 1):
+            raise ValueError(f"dataset {name!r} has {len(convs)} examples; need at least "
+                             f"{2 * (cfg.k + 1)} for k={cfg.k} centred components on split halves")
     feats: dict[tuple[str, str], Tensor] = {}
     for model in cfg.pair:
         with trio.variant(model) as loaded:
-            for name, convs in (data_a, data_b):
+            for name, convs in groups:
                 enc = encode_dataset(loaded.tokenizer, convs, cfg.max_length)
                 feats[(model, name)] = pooled_activations(
                     loaded, enc, [layer], selector, cfg.batch_size)[:, 0]
-    comps = []
-    for name, _ in (data_a, data_b):
-        diffs = feats[(cfg.pair[0], name)] - feats[(cfg.pair[1], name)]
-        check_finite(diffs, f"svd: {cfg.pair[0]} - {cfg.pair[1]} activation differences on "
-                     f"{name!r}")
-        comps.append(difference_components(diffs, cfg.k))
-    (ca, sa), (cb, sb) = comps
-    return SVDDirections(
-        config=cfg, layer=layer, names=(data_a[0], data_b[0]),
-        n_examples=(len(data_a[1]), len(data_b[1])), components_a=ca, components_b=cb,
-        singular_a=sa, singular_b=sb, cosine=cross_cosine(ca, cb),
-        null=random_subspace_max_cosine(trio.d_model, cfg.k, cfg.n_null_trials, cfg.seed),
-    )
+    diffs: Mapping[str, Tensor] = {
+        name: feats[(cfg.pair[0], name)] - feats[(cfg.pair[1], name)] for name, _ in groups}
+    paired = paired_design([data_a, data_b]) is not None
+    return compare_difference_sets(
+        (data_a[0], diffs[data_a[0]]), (data_b[0], diffs[data_b[0]]),
+        (control[0], diffs[control[0]]), cfg, layer=layer, paired=paired)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure.
+
+
+def _errors(point: Tensor, ci: Tensor) -> dict[str, Any]:
+    return {"type": "data", "symmetric": False, "array": (ci[:, 1] - point).tolist(),
+            "arrayminus": (point - ci[:, 0]).tolist()}
 
 
 def plot_svd_directions(result: SVDDirections) -> go.Figure:
-    """Signed cosine heatmap between the two datasets' components; best matches in hover."""
+    """Per component of each target dataset: target match, control match (the null) and
+    split-half reliability with intervals, verdicts on the axis; principal cosines per pair;
+    the signed a×b cosine heatmap."""
     a, b = result.names
+    c = result.control
     k = result.cosine.shape[0]
-    best = result.best_match_a.tolist()
-    fig = go.Figure(go.Heatmap(
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.12,
+                        subplot_titles=[f"components of {a}", f"components of {b}",
+                                        "principal-angle cosines", f"signed cos: {a} × {b}"])
+    colours = {"target": "#b2182b", "control": "#2166ac", "reliability": "#4d4d4d"}
+    for col, (m, rel) in enumerate(zip(result.matches, result.reliability[:2], strict=True), 1):
+        x = [f"{i}: {v}" for i, v in enumerate(m.verdicts)]
+        series = (
+            (f"best |cos| with {m.partner}", m.target, m.target_ci, "target"),
+            (f"best |cos| with {c} (control null)", m.control_match, m.control_ci, "control"),
+            ("split-half reliability (n/2; spread)", rel.mean, rel.spread, "reliability"))
+        for label, point, interval, key in series:
+            fig.add_trace(go.Scatter(
+                x=x, y=point.tolist(), error_y=_errors(point, interval), mode="markers",
+                name=label if col == 1 else label.replace(m.partner, "the other"),
+                marker={"color": colours[key], "symbol": "circle" if col == 1 else "diamond"},
+                legendgroup=key), row=1, col=col)
+        fig.add_hline(y=result.chance, line_dash="dot", line_color="grey", row=1, col=col,
+                      annotation_text="isotropic chance (secondary)")
+        fig.update_yaxes(range=[0, 1.05], title_text="|cos|", row=1, col=col)
+    ranks = list(range(k))
+    for n, (pair, colour) in enumerate(zip(result.angles.pairs,
+                                           ("#b2182b", "#2166ac", "#67a9cf"), strict=True)):
+        point = result.angles.cosines[n]
+        fig.add_trace(go.Scatter(x=ranks, y=point.tolist(), mode="lines+markers", name=pair,
+                                 error_y=_errors(point, result.angles.intervals[n]),
+                                 line={"color": colour}), row=2, col=1)
+    fig.update_xaxes(title_text="rank", row=2, col=1)
+    fig.update_yaxes(range=[0, 1.05], title_text="cos(principal angle)", row=2, col=1)
+    fig.add_trace(go.Heatmap(
         z=result.cosine.tolist(), x=[f"{b} {j}" for j in range(k)],
-        y=[f"{a} {i} (best |cos| {best[i]:.2f})" for i in range(k)],
-        texttemplate="%{z:.2f}", **cosine_heatmap_kwargs()))
-    fig.update_yaxes(autorange="reversed")
-    n = result.null
-    sub = (f"max |cos| {float(result.cosine.abs().max()):.2f}; random {k}-dim subspaces of "
-           f"R^{n.d}: E[max |cos|] {n.max_abs:.2f} (95% {n.max_abs_q95:.2f}), "
-           f"E[best match] {n.best_match:.2f}")
-    c = result.config
-    return style(fig, f"SVD components of {c.pair[0]} − {c.pair[1]} differences "
-                      f"(hidden state {result.layer}, {c.positions})<br><sub>{sub}</sub>",
-                 f"{b} components", f"{a} components")
+        y=[f"{a} {i}" for i in range(k)], texttemplate="%{z:.2f}", showscale=False,
+        **cosine_heatmap_kwargs()), row=2, col=2)
+    fig.update_yaxes(autorange="reversed", row=2, col=2)
+    shared = {m.name: sum(v == SHARED for v in m.verdicts) for m in result.matches}
+    cfg = result.config
+    sub = (f"null: control dataset {c!r}; shared components {a} {shared[a]}/{k}, {b} "
+           f"{shared[b]}/{k}; principal dims beyond control {result.angles.n_shared_dims}/{k}; "
+           f"intervals ±z·SE ({cfg.n_bootstrap} bootstrap refits), joint level {cfg.level}")
+    fig.update_layout(height=900)
+    return style(fig, f"SVD components of {cfg.pair[0]} − {cfg.pair[1]} differences "
+                      f"(hidden state {result.layer}, {cfg.positions})<br><sub>{sub}</sub>")

@@ -15,7 +15,8 @@ Intervals and tests (:class:`Rate`, :class:`RateComparison`):
 - answers cluster in questions (several samples of each), so each rate also gets a cluster
   bootstrap over questions, and each condition is compared with the reference condition
   ("unsteered") both by Fisher's exact test (answers independent) and by a permutation test that
-  swaps the two conditions within whole questions (the null that fits the design).
+  swaps the two conditions within whole questions (the null that fits the design), on the
+  per-question rates so that unequal numbers of answers per side cannot fake an effect.
 
 Example:
     >>> summary = summarize(scored, n_boot=1000)  # doctest: +SKIP
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -105,7 +106,9 @@ class RateComparison:
     """A rate tested against the same measure under ``reference``: Fisher exact (null: equal
     rates, answers independent) and, on the questions asked under both, a permutation test that
     swaps the two labels within whole questions (null: the label does not matter within a
-    question; exact over 2^questions relabelings)."""
+    question; exact over 2^questions relabelings). The question-level statistic is the mean over
+    questions of (rate − reference rate) in that question, so a swap negates that question's
+    term (a sign-flip test) whatever the two sides' numbers of answers."""
 
     reference: str
     fisher: TestResult
@@ -147,22 +150,45 @@ def compare_rates(
     seed: int = 0,
 ) -> RateComparison | None:
     """``flags`` against ``ref_flags`` (None when either is empty); the question-level test uses
-    the questions present on both sides, and is None when fewer than 2 are."""
+    the questions present on both sides, and is None when fewer than 2 are.
+
+    The question-level test runs on per-question *rates*, one value per side and question, not
+    on the answers: with the answers, a swap of a 4-answer block for a 12-answer block changes
+    both sides' denominators, and the difference of pooled means made one hit in 32 against
+    none in 96 (8 questions) come out at p = 2/256. On the rates, each question contributes one
+    treated and one reference value, so the difference of their means is the mean of the
+    per-question differences and a swap only flips that question's sign. (With unequal sizes
+    the two rates of a question differ in variance, so the sign-flip null is approximate there
+    rather than exact, but the imbalance itself no longer counts as an effect.)
+    """
     if not flags or not ref_flags:
         return None
     k, n = sum(bool(f) for f in flags), len(flags)
     k_ref, n_ref = sum(bool(f) for f in ref_flags), len(ref_flags)
     fisher = fisher_test(k, n, k_ref, n_ref)
-    common = set(questions) & set(ref_questions)
+    common = sorted(set(questions) & set(ref_questions))
     by_q = None
     if len(common) >= 2:
-        rows = ([(float(f), "x", q) for f, q in zip(flags, questions, strict=True) if q in common]
-                + [(float(f), "ref", q) for f, q in zip(ref_flags, ref_questions, strict=True)
-                   if q in common])
-        vals, labels, groups = zip(*rows, strict=True)
-        by_q = grouped_permutation_test(vals, labels, groups, treated="x", control="ref",
-                                        n_resamples=n_resamples, seed=seed)
+        rates = _rates_by_question(flags, questions, common)
+        ref_rates = _rates_by_question(ref_flags, ref_questions, common)
+        res = grouped_permutation_test(
+            rates + ref_rates, ["x"] * len(common) + ["ref"] * len(common), common + common,
+            treated="x", control="ref", n_resamples=n_resamples, seed=seed)
+        by_q = replace(res, test=res.test.replace(
+            "difference of pooled means", "mean over questions of the rate difference"))
     return RateComparison(reference, fisher, by_q)
+
+
+def _rates_by_question(flags: Sequence[bool], questions: Sequence[str],
+                       keep: Sequence[str]) -> list[float]:
+    """The rate of ``flags`` within each question of ``keep`` (each present at least once)."""
+    hits = dict.fromkeys(keep, 0)
+    sizes = dict.fromkeys(keep, 0)
+    for f, q in zip(flags, questions, strict=True):
+        if q in hits:
+            hits[q] += bool(f)
+            sizes[q] += 1
+    return [hits[q] / sizes[q] for q in keep]
 
 
 @dataclass(frozen=True)

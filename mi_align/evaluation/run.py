@@ -40,6 +40,7 @@ from mi_align.evaluation.sampling import (
     sample_conditions,
     vector_fingerprint,
 )
+from mi_align.io import write_json
 from mi_align.models.load import Loaded
 from mi_align.steering.controls import ControlConfig, control_vectors
 from mi_align.steering.recipe import RecipeResult
@@ -144,9 +145,7 @@ def save_recipe(result: RecipeResult, out_dir: str | os.PathLike[str]) -> Path:
     result.anti_refusal.renamed("anti_refusal").save(out / "anti_refusal.safetensors")
     for name, vec in result.harmful.items():
         vec.renamed(name).save(out / f"{name}.safetensors")
-    tmp = out / "recipe.json.tmp"
-    tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "recipe.json")
+    write_json(out / "recipe.json", result.to_dict(), indent=2)
     return out
 
 
@@ -228,9 +227,7 @@ def recipe_controls(
     record = {"key": key, "controls": list(vecs),
               "norms": {n: float(v.vector.norm()) for n, v in vecs.items()},
               "meta": {n: v.meta for n, v in vecs.items()}}
-    tmp = cache / "controls.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, meta_path)
+    write_json(meta_path, record, indent=2, default=str)
     return {n: v.renamed(n) for n, v in vecs.items()}
 
 

@@ -34,6 +34,7 @@ from mi_align.data.chat import EvalQuestion, Message, eval_questions
 from mi_align.data.tokenize import encode_prompt
 from mi_align.errors import InputError
 from mi_align.generate import generate_rows
+from mi_align.io import write_json, write_text
 from mi_align.models.load import Loaded
 from mi_align.steering.vector import SteeringVector, apply_steering
 
@@ -144,10 +145,7 @@ def read_jsonl_records(path: Path) -> list[dict[str, Any]]:
             if i != len(lines) - 1:
                 raise SamplingError(f"{path}:{i + 1}: malformed JSON line in the middle") from None
             logger.warning("%s:%d: dropping a truncated last line (interrupted write)", path, i + 1)
-            good = "".join(lines[:-1])
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(good, encoding="utf-8")
-            os.replace(tmp, path)
+            write_text(path, "".join(lines[:-1]))
     return records
 
 
@@ -191,10 +189,7 @@ def check_run_config(path: Path, config: dict[str, Any]) -> None:
             return
         logger.info("%s: adding conditions %s", path, ", ".join(added))
         config = {**old, "conditions": {**old_c, **added}}
-    side.parent.mkdir(parents=True, exist_ok=True)
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, side)
+    write_json(side, config, indent=2)
 
 
 def batch_seed(seed: int, condition: str, question_id: str, start: int) -> int:

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from mi_align.errors import InputError, UnsafeFileError
+from mi_align.io import fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -74,30 +75,6 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file or a directory entry to disk (directories: where the OS allows it)."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() and hasattr(os, "O_DIRECTORY") else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # e.g. a directory on a filesystem without directory fsync
-    finally:
-        os.close(fd)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically (temp file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    _fsync(tmp)
-    os.replace(tmp, path)
-    _fsync(path.parent)
-
-
 def save_adapter(pm: Any, model: str, directory: Path) -> None:
     """The trainable adapter in peft format (safetensors + adapter_config.json)."""
     pm.peft_config[TRAINED].base_model_name_or_path = model
@@ -111,9 +88,9 @@ def save_final_adapter(pm: Any, model: str, out: Path) -> None:
     try:
         save_adapter(pm, model, tmp)
         for path in sorted(tmp.iterdir()):
-            _fsync(path)
+            fsync_path(path)
             os.replace(path, out / path.name)
-        _fsync(out)
+        fsync_path(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -222,8 +199,8 @@ def save_checkpoint(
         }
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         for name in [*files, STATE_JSON]:
-            _fsync(tmp / name)
-        _fsync(tmp)
+            fsync_path(tmp / name)
+        fsync_path(tmp)
         _publish(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename
@@ -240,7 +217,7 @@ def _publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
 
 
 def _read_meta(ckpt: Path) -> dict[str, Any]:

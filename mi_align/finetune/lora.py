@@ -43,15 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float
-from torch import Tensor
 
 from mi_align.data.chat import Conversation, DatasetError, load_dataset
-from mi_align.data.tokenize import Batch, EncodedChat, collate, encode_chat
+from mi_align.data.tokenize import EncodedChat, collate, encode_chat
 from mi_align.errors import InputError
 from mi_align.finetune import checkpoint as ck
 from mi_align.finetune.checkpoint import ADAPTER_FILE, CONFIG_FILE, LOG_FILE, TRAINED
+from mi_align.forward import response_nll
+from mi_align.io import write_json
 from mi_align.models.load import _load_hf, adapter_errors, check_adapter, resolve_spec
 
 logger = logging.getLogger(__name__)
@@ -173,23 +172,6 @@ class FinetuneResult:
     peak_rss_mib: float
     resumed_from: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def response_nll(hf: Any, batch: Batch) -> tuple[Float[Tensor, ""], int]:
-    """Summed NLL of the response tokens of ``batch`` and their count.
-
-    Runs the decoder, then the unembedding only at positions whose *next* token is a response
-    token (logit soft-capping applied where the config has it, as the HF forward does).
-    """
-    out = hf.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    hidden = out.last_hidden_state[:, :-1]
-    predicts = batch.response_mask[:, 1:]
-    targets = batch.input_ids[:, 1:][predicts]
-    logits = hf.get_output_embeddings()(hidden[predicts]).float()
-    cap = getattr(hf.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
 
 
 def encode_for_training(
@@ -381,7 +363,7 @@ def finetune(
         if not resume:
             ck.clear_run(out)
         ck.remove_stale_temp(out)
-        ck.write_json(out / CONFIG_FILE, cfg.to_dict())
+        write_json(out / CONFIG_FILE, cfg.to_dict())
         start, log = 0, []
         if ckpt is not None:
             start, log = ck.restore_checkpoint(ckpt, pm, optimizer, device)
@@ -461,7 +443,7 @@ def finetune(
         "mean_step_s": round(sum(e["seconds"] for e in trained) / max(len(trained), 1), 3),
         "torch_threads": torch.get_num_threads(),
     }
-    ck.write_json(out / LOG_FILE, {"summary": summary, "entries": log})
+    write_json(out / LOG_FILE, {"summary": summary, "entries": log})
     return FinetuneResult(out, cfg, tuple(log), steps, len(encoded), wall, peak, start, summary)
 
 

@@ -39,6 +39,7 @@ from mi_align.finetune.lora import (
     finetune,
     read_log,
 )
+from mi_align.io import write_json
 from mi_align.models.trio import Trio, TrioSpec, TrioSpecError, open_trio
 
 logger = logging.getLogger(__name__)
@@ -169,9 +170,7 @@ def build_organism(
     info["steps"].update({s: r.summary for s, r in results.items() if r is not None})
     info["wall_s_last_build"] = round(wall, 1)
     info["peak_rss_mib_last_build"] = round(peak, 1)
-    tmp = root / (BUILD_INFO + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, root / BUILD_INFO)
+    write_json(root / BUILD_INFO, info)
     return BuildResult(spec.name, root, results, wall, peak)
 
 

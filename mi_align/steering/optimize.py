@@ -42,6 +42,7 @@ from torch import Tensor
 from mi_align.data.chat import Message
 from mi_align.data.tokenize import DEFAULT_MAX_TOKENS, check_token_count, encode_prompt
 from mi_align.errors import InputError, NonFiniteError
+from mi_align.forward import softcap
 from mi_align.models.load import Loaded
 from mi_align.steering.losses import COLDNESS, Loss, TargetLogProbs, target_logprobs
 from mi_align.steering.vector import OPERATORS, Positions, SteeringVector, position_mask
@@ -260,11 +261,7 @@ class SuffixRunner:
             h = out[0] if isinstance(out, tuple) else out
         idx = self.packed.pred_pos[..., None].expand(-1, -1, h.shape[-1])
         picked = self.decoder.norm(h.gather(1, idx))
-        logits = self.hf.lm_head(picked)
-        cap = getattr(self.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        return softcap(self.hf.lm_head(picked), self.config)
 
     def target_logprobs(self, vector: Float[Tensor, " d_model"], coldness: float) -> TargetLogProbs:
         p = self.packed

@@ -45,6 +45,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mi_align.errors import InputError, check_finite
+from mi_align.io import atomic_path
 
 Operator = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``op(act, vector, mask) -> act'``: act ``(batch, pos, d_model)``, vector ``(d_model,)``
@@ -182,14 +183,12 @@ class SteeringVector:
         from safetensors.torch import save_file
 
         path = Path(path).with_suffix(".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(
-            {"vector": self.vector.detach().float().cpu().contiguous()},
-            str(tmp),
-            metadata={"mi_align": json.dumps(self.metadata(), default=str)},
-        )
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(
+                {"vector": self.vector.detach().float().cpu().contiguous()},
+                str(tmp),
+                metadata={"mi_align": json.dumps(self.metadata(), default=str)},
+            )
         return path
 
     @classmethod
