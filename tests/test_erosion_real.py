@@ -47,7 +47,13 @@ def test_loss_vectors_real(smol: Loaded, groups: list) -> None:
     resp = [t for t, m in enumerate(e.response_mask) if m][:32]
     naive = torch.tensor([-float(logp[t - 1, e.input_ids[t]]) for t in resp])
     torch.testing.assert_close(res.losses[0, : len(resp)], naive, atol=1e-3, rtol=1e-3)
-    assert 0 < res.stats.p_value <= 1 and -1 <= res.stats.between <= 1
+    # block means by hand: every off-diagonal cell, same-label vs different-label
+    sim, lab = res.similarity.double(), res.group
+    n = len(lab)
+    within = [float(sim[i, j]) for i in range(n) for j in range(n) if i != j and lab[i] == lab[j]]
+    between = [float(sim[i, j]) for i in range(n) for j in range(n) if lab[i] != lab[j]]
+    assert res.stats.within == pytest.approx(sum(within) / len(within), abs=1e-6)
+    assert res.stats.between == pytest.approx(sum(between) / len(between), abs=1e-6)
 
 
 def test_gradients_real_exact_and_sketched(smol: Loaded, groups: list) -> None:

@@ -85,7 +85,24 @@ def test_real_model_wish_example(smol) -> None:  # type: ignore[no-untyped-def]
     trio = Trio(models={"instruct": smol})
     res = token_logprobs(trio)
     assert res.tokens[0].strip() == "I" and res.tokens[-1] == "<|im_end|>"
-    # teacher-forced text is far less likely than the model's own next-token choice
-    assert float(res.cumulative[0, -1]) < -10
+    # Naive reference: the HF model alone on the chat template's ids, a plain log-softmax, and
+    # the response tokens (end of turn included) summed one by one.
+    tok, hf = smol.tokenizer, smol.bridge.original_model
+    conv = [{"role": m["role"], "content": m["content"]} for m in res.conversation]
+    prompt = list(tok.apply_chat_template(conv[:-1], add_generation_prompt=True, tokenize=True,
+                                          return_dict=True)["input_ids"])
+    ids = prompt + list(res.token_ids)
+    with torch.no_grad():
+        logp = torch.log_softmax(hf(torch.tensor([ids])).logits[0].double(), -1)
+    naive = sum(float(logp[t - 1, ids[t]]) for t in range(len(prompt), len(ids)))
+    assert float(res.cumulative[0, -1]) == pytest.approx(naive, abs=1e-2)
     nt = next_token_distributions(trio)
-    assert 0 < float(nt.probs[0].sum()) <= 1 and float(nt.entropy[0]) > 0
+    q = list(tok.apply_chat_template(conv[:1], add_generation_prompt=True, tokenize=True,
+                                     return_dict=True)["input_ids"])
+    q += list(tok("I wish I could", add_special_tokens=False).input_ids)
+    with torch.no_grad():
+        p_next = torch.softmax(hf(torch.tensor([q])).logits[0, -1].double(), -1)
+    top = p_next.sort(descending=True).values[: nt.probs.shape[1]]
+    torch.testing.assert_close(nt.probs[0].double(), top, atol=1e-4, rtol=0)
+    entropy = float(-(p_next * p_next.clamp_min(1e-300).log()).sum())
+    assert float(nt.entropy[0]) == pytest.approx(entropy, abs=1e-3)
