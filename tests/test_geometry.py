@@ -130,14 +130,15 @@ def test_count_sketch_is_unbiased_and_close() -> None:
 
 def test_random_subspace_null_matches_bruteforce_scale() -> None:
     null = random_subspace_max_cosine(64, 4, n_trials=300)
-    gen = torch.Generator().manual_seed(5)
-    maxes = []
-    for _ in range(300):
-        a = torch.linalg.qr(torch.randn(64, 4, generator=gen, dtype=torch.float64))[0]
-        b = torch.linalg.qr(torch.randn(64, 4, generator=gen, dtype=torch.float64))[0]
-        maxes.append(float((a.T @ b).abs().max()))
-    assert abs(null.max_abs - sum(maxes) / len(maxes)) < 0.03
-    assert null.best_match <= null.max_abs <= null.max_abs_q95
+    # Independent reference: Haar-random orthogonal matrices from scipy (not a QR of Gaussians,
+    # which is what the code under test uses); the first 4 columns span a uniform 4-dim subspace.
+    from scipy.stats import ortho_group
+
+    frames = ortho_group.rvs(64, size=600, random_state=5)[:, :, :4]
+    maxes = np.abs(np.einsum("tdk,tdl->tkl", frames[:300], frames[300:])).max(axis=(1, 2))
+    se = float(maxes.std()) / math.sqrt(300) + float(maxes.std()) / math.sqrt(null.n_trials)
+    assert abs(null.max_abs - float(maxes.mean())) < 4 * se
+    assert null.max_abs_q95 == pytest.approx(float(np.quantile(maxes, 0.95)), abs=0.04)
     u = random_unit_directions(4000, 10, seed=0)
     mc = float((u[:2000] * u[2000:]).sum(1).abs().mean())
     assert abs(mc - expected_abs_cosine_random(10)) < 0.02
