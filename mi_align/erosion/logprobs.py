@@ -60,7 +60,7 @@ from mi_align.erosion.paired import (
     PairedDifference,
     check_compare_fields,
     cluster_labels,
-    compare_models,
+    compare_metrics,
     plot_model_comparison,
 )
 from mi_align.errors import InputError, check_finite
@@ -299,13 +299,8 @@ def logprob_comparison(
     joint = torch.stack(rows)
     n_tokens = tuple(len(resp) for _, resp in items)
     per_token = joint / torch.tensor(n_tokens, dtype=joint.dtype)
-    kw = {"n_resamples": cfg.n_resamples, "level": cfg.level, "seed": cfg.seed}
-    means: tuple[ModelMean, ...] = ()
-    diffs: tuple[PairedDifference, ...] = ()
-    for metric, mat in (("per_token", per_token), ("joint", joint)):
-        m, d = compare_models({n: mat[i].numpy() for i, n in enumerate(trio.names)}, clusters,
-                              metric, **kw)
-        means, diffs = means + m, diffs + d
+    means, diffs = compare_metrics(trio.names, {"per_token": per_token, "joint": joint},
+                                   clusters, cfg)
     return LogprobComparison(cfg, dataset, trio.names,
                              tuple(c.source for c in conversations), tuple(clusters), n_tokens,
                              joint, means, diffs)

@@ -51,7 +51,7 @@ from mi_align.erosion.paired import (
     PairedDifference,
     check_compare_fields,
     cluster_labels,
-    compare_models,
+    compare_metrics,
     plot_model_comparison,
 )
 from mi_align.errors import InputError, check_finite
@@ -296,13 +296,8 @@ def next_token_comparison(
             ent.append(torch.cat(h))
             prob.append(torch.cat(p))
     entropy, target_prob = torch.stack(ent), torch.stack(prob)
-    kw = {"n_resamples": cfg.n_resamples, "level": cfg.level, "seed": cfg.seed}
-    means: tuple[ModelMean, ...] = ()
-    diffs: tuple[PairedDifference, ...] = ()
-    for metric, mat in (("entropy", entropy), ("target_prob", target_prob)):
-        m, d = compare_models({n: mat[i].numpy() for i, n in enumerate(trio.names)}, clusters,
-                              metric, **kw)
-        means, diffs = means + m, diffs + d
+    means, diffs = compare_metrics(trio.names, {"entropy": entropy, "target_prob": target_prob},
+                                   clusters, cfg)
     return NextTokenComparison(cfg, dataset, trio.names,
                                tuple(c.source for c in conversations), tuple(clusters),
                                tuple(target), entropy, target_prob, means, diffs)

@@ -232,3 +232,18 @@ def plot_model_comparison(
     style(fig, f"{title}<br><sup>error bars: {bars}; p: {null}</sup>", "", "")
     fig.update_layout(height=380 * len(metrics) + 120, margin={"t": 140})
     return fig
+
+
+def compare_metrics(
+    models: Sequence[str], metrics: Mapping[str, Tensor], clusters: Sequence[int], config: Any,
+) -> tuple[tuple[ModelMean, ...], tuple[PairedDifference, ...]]:
+    """:func:`compare_models` for several ``(model, example)`` metrics, concatenated in order;
+    ``config`` supplies ``n_resamples``, ``level`` and ``seed``."""
+    means: tuple[ModelMean, ...] = ()
+    diffs: tuple[PairedDifference, ...] = ()
+    for metric, mat in metrics.items():
+        m, d = compare_models({n: mat[i].numpy() for i, n in enumerate(models)}, clusters,
+                              metric, n_resamples=config.n_resamples, level=config.level,
+                              seed=config.seed)
+        means, diffs = means + m, diffs + d
+    return means, diffs
