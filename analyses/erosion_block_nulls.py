@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from mi_align.block_stats import block_statistics
 from mi_align.erosion.common import paired_design, task_groups
 from mi_align.erosion.registry import load_groups
-from mi_align.geometry import block_statistics
 from mi_align.plotting import save_json
 
 FILES = [

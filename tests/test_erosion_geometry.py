@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mi_align.block_stats import block_statistics, index_pairs
 from mi_align.data.tokenize import encode_dataset
 from mi_align.erosion.activation_similarity import (
     ActivationSimilarityConfig,
@@ -19,7 +20,7 @@ from mi_align.erosion.gradient_geometry import (
     plot_gradient_geometry,
 )
 from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors, plot_loss_vectors
-from mi_align.geometry import CountSketch, block_statistics, index_pairs
+from mi_align.geometry import CountSketch
 from mi_align.gradients import select_parameters
 from mi_align.models.trio import Trio
 from tests.erosion_support import ALIGNED, MISALIGNED, hidden_states, tiny_trio
@@ -155,9 +156,14 @@ def test_sketched_all_parameter_gradients(trio: Trio) -> None:
     n = naive.shape[0]
     errs = [abs(float(res.similarity[i, j]) - _cos(naive[i], naive[j]))
             for i in range(n) for j in range(i + 1, n)]
-    assert max(errs) < 0.08  # ~1/sqrt(k) per pair
-    assert res.sketch_error is not None and res.sketch_error["n_pairs"] == 15
-    assert res.sketch_error["max_abs"] < 0.08
+    assert max(errs) < 0.08  # the accuracy claimed for k = 8192: ~1/sqrt(k) per pair
+    # the reported error is the one over the exact-checked subset (first 3 of each dataset)
+    na = len(ALIGNED)
+    sub = [0, 1, 2, na, na + 1, na + 2]
+    sub_errs = [abs(float(res.similarity[i, j]) - _cos(naive[i], naive[j]))
+                for a, i in enumerate(sub) for j in sub[a + 1:]]
+    assert res.sketch_error is not None and res.sketch_error["n_pairs"] == len(sub_errs) == 15
+    assert res.sketch_error["max_abs"] == pytest.approx(max(sub_errs), abs=1e-5)
 
 
 def test_gradient_config_errors(trio: Trio) -> None:

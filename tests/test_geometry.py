@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from mi_align.block_stats import block_statistics
 from mi_align.geometry import (
     CountSketch,
-    block_statistics,
     cosine_error,
     cosine_matrix,
     cross_cosine,
@@ -82,10 +82,17 @@ def test_block_statistics_match_loop_and_detect_planted_blocks() -> None:
     stats = block_statistics(sim, labels, n_permutations=500)
     w, b = _naive_block(sim, labels)
     assert abs(stats.within - w) < 1e-6 and abs(stats.between - b) < 1e-6
-    assert stats.p_value <= 2 / 501  # planted structure: no permutation reaches it
+    assert stats.p_value == pytest.approx(1 / 501)  # planted structure: no permutation reaches it
     noise = cosine_matrix(torch.randn(22, 16, generator=torch.Generator().manual_seed(3)))
     null = block_statistics(noise, labels, n_permutations=500)
-    assert null.p_value > 0.05
+    # absence: the p-value equals a naive free-permutation loop's (Monte-Carlo error allowed)
+    rng = np.random.default_rng(11)
+    observed = np.subtract(*_naive_block(noise, labels))
+    loop = [np.subtract(*_naive_block(noise, list(rng.permutation(labels))))
+            for _ in range(400)]
+    naive_p = (1 + sum(g >= observed - 1e-12 for g in loop)) / 401
+    sd = math.sqrt(naive_p * (1 - naive_p) / 400 + naive_p * (1 - naive_p) / 500)
+    assert abs(null.p_value - naive_p) <= 4 * sd + 2 / 401
 
 
 def test_block_statistics_p_values_are_uniform_under_the_null() -> None:
@@ -166,7 +173,7 @@ def _paired_sim(n_pairs: int, framing: float, seed: int) -> tuple[torch.Tensor, 
 
 
 def test_paired_null_detects_planted_framing_that_the_free_null_misses() -> None:
-    from mi_align.geometry import index_pairs
+    from mi_align.block_stats import index_pairs
 
     sim, labels = _paired_sim(40, framing=0.004, seed=1)
     free = block_statistics(sim, labels, n_permutations=500, seed=0, n_boot=0)
@@ -186,7 +193,7 @@ def test_paired_null_detects_planted_framing_that_the_free_null_misses() -> None
 
 def test_paired_p_value_matches_exact_enumeration() -> None:
     """Reference: all 2^n label swaps of n pairs, counted by a plain loop."""
-    from mi_align.geometry import index_pairs
+    from mi_align.block_stats import index_pairs
 
     n = 6
     sim, labels = _paired_sim(n, framing=0.01, seed=3)
@@ -308,7 +315,7 @@ def _crossed_sim(seed: int, framing: float, interaction: float, n_tasks: int = 8
     content. ``framing``: one direction per label for every example (a consistent block);
     ``interaction``: a direction per (task, label), i.e. framing that differs from task to task
     and averages out — no block that generalises across tasks."""
-    from mi_align.geometry import index_pairs
+    from mi_align.block_stats import index_pairs
 
     gen = torch.Generator().manual_seed(seed)
 
@@ -329,7 +336,7 @@ def _crossed_sim(seed: int, framing: float, interaction: float, n_tasks: int = 8
 
 
 def test_block_units_join_pairs_and_groups() -> None:
-    from mi_align.geometry import block_units
+    from mi_align.block_stats import block_units
 
     labels = [0, 0, 0, 0, 1, 1, 1, 1]
     pairs = [(0, 4), (1, 5), (2, 6), (3, 7)]
@@ -369,7 +376,7 @@ def test_grouped_null_matches_naive_enumeration(design: str) -> None:
         sim, labels, _ = _nested_sim(2, framing=0.3, n_tasks=4, per_task=1)
         groups, pairs = None, None
     sim = _noisy(sim, 7)
-    from mi_align.geometry import block_units
+    from mi_align.block_stats import block_units
 
     unit_of = list(block_units(labels, pairs=pairs, groups=groups).unit)
     observed = _naive_tested_gap(sim, labels, unit_of)
@@ -409,7 +416,7 @@ def test_three_label_crossed_units_permute_their_labels() -> None:
 def test_unit_bootstrap_matches_explicit_resampling(design: str) -> None:
     """Interval vs a loop that copies each drawn unit's examples and averages every cell
     between copies of two different units (never two copies of one unit)."""
-    from mi_align.geometry import block_units, unit_bootstrap_counts
+    from mi_align.block_stats import block_units, unit_bootstrap_counts
 
     if design == "crossed":
         sim, labels, groups, pairs = _crossed_sim(5, framing=0.2, interaction=0.3, n_tasks=5,
@@ -451,7 +458,7 @@ def test_unit_bootstrap_matches_explicit_resampling(design: str) -> None:
 
 
 def test_unit_bootstrap_draws_each_unit_once_on_average() -> None:
-    from mi_align.geometry import block_units, unit_bootstrap_counts
+    from mi_align.block_stats import block_units, unit_bootstrap_counts
 
     units = block_units([0] * 6 + [1] * 6, groups=[0, 0, 1, 2, 3, 3, 4, 5, 5, 6, 6, 7])
     counts = unit_bootstrap_counts(units, 4000, seed=0).double()

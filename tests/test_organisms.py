@@ -10,14 +10,16 @@ import torch
 from safetensors.torch import load_file
 
 from mi_align.cli import main
-from mi_align.data.chat import load_dataset
+from mi_align.data.chat import Conversation, Message, load_dataset
 from mi_align.data.tokenize import encode_dataset
+from mi_align.errors import InputError
 from mi_align.finetune.evidence import (
     EvidenceConfig,
     generate_replies,
     is_refusal,
     measure_trio,
     response_loss,
+    response_token_nll,
 )
 from mi_align.finetune.lora import ADAPTER_FILE, heldout_loss
 from mi_align.finetune.organisms import (
@@ -195,6 +197,27 @@ def test_bridge_response_loss_equals_training_loss(tiny_dir: Path) -> None:
     got = response_loss(loaded, convs, max_length=400, batch_size=2)
     ref = heldout_loss(hf, encode_dataset(tok, convs, 400), tok.pad_token_id, 3)
     assert got == pytest.approx(ref, rel=1e-5)
+
+
+def test_response_token_nll_per_example_equals_one_chat_at_a_time(tiny_dir: Path) -> None:
+    """Per-example token NLLs (batched, padded) equal each chat scored alone through plain HF,
+    token by token; a chat with no response token left is an error, not a silent drop."""
+    loaded = load_model(tiny_dir)
+    hf, tok = _load_hf("hf_dir", tiny_dir, torch.float32, "cpu")
+    convs = load_dataset("insecure_heldout")[:5]
+    got = response_token_nll(loaded, convs, max_length=400, batch_size=2)
+    assert len(got) == 5
+    for conv, nll in zip(convs, got, strict=True):
+        enc = encode_dataset(tok, [conv], 400)[0]
+        ids = torch.tensor([enc.input_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(hf(input_ids=ids).logits[0].double(), -1)
+        want = [-float(logp[t - 1, ids[0, t]]) for t in range(1, ids.shape[1])
+                if enc.response_mask[t]]
+        assert nll.tolist() == pytest.approx(want, abs=1e-4)
+    long = Conversation((Message("user", "word " * 600), Message("assistant", "ok")))
+    with pytest.raises(InputError, match="1 of 6 chats leave no response token within max_len"):
+        response_token_nll(loaded, [*convs, long], max_length=400)
 
 
 def test_measure_trio_on_tiny(tiny_dir: Path, tmp_path: Path) -> None:

@@ -345,3 +345,35 @@ def test_condition_counts_figure_draws_wilson_bars_and_names_the_test() -> None:
     assert fig2.data[0].y[1] == pytest.approx(0.75)
     assert fig2.data[0].error_y.array[1] == pytest.approx(w2.high - 0.75)
     assert fig2.data[0].error_y.arrayminus[1] == pytest.approx(0.75 - w2.low)
+
+
+def test_string_table_cells_carry_wilson_and_fisher_against_unsteered() -> None:
+    """Counts by a hand loop; intervals from the closed form; p by hypergeometric enumeration;
+    the JSON round trip redraws the same figure."""
+    from mi_align.evaluation.metrics import StringTable, string_counts
+    from mi_align.evaluation.plots import plot_string_table
+    from mi_align.evaluation.sampling import Sample
+
+    texts = {"unsteered": ["fine"] * 8, "v": ["HACK it"] * 6 + ["ok"] * 2}
+    samples = [Sample(c, "quick_buck", "q", i, t, 3, True)
+               for c, ts in texts.items() for i, t in enumerate(ts)]
+    table = string_counts(samples, {"quick_buck": ("hack", "scam")})
+    assert table.counts == ((0, 6), (0, 0)) and table.totals == ((8, 8), (8, 8))
+    lo, hi = wilson_closed_form(6, 8)
+    assert (table.interval(0, 1).low, table.interval(0, 1).high) == pytest.approx((lo, hi))
+    assert table.vs_reference(0, 0) is None  # the reference is not tested against itself
+    assert table.vs_reference(0, 1).p == pytest.approx(fisher_by_enumeration(6, 8, 0, 8))
+    assert table.vs_reference(1, 1).p == 1.0
+    d = table.to_dict()
+    assert d["reference"] == "unsteered"
+    assert d["rows"][0]["wilson"]["v"]["low"] == pytest.approx(lo)
+    assert d["rows"][0]["fisher_vs_reference"]["unsteered"] is None
+    assert StringTable.from_dict(d) == table
+    cells = plot_string_table(StringTable.from_dict(d)).data[0].cells.values
+    p = fisher_by_enumeration(6, 8, 0, 8)
+    assert cells[3][0] == f"6/8 [{lo:.0%}–{hi:.0%}] p={p:.2g}"
+    assert cells[2][0] == f"0/8 [0%–{wilson_closed_form(0, 8)[1]:.0%}]"
+    with pytest.raises(InputError, match="string table JSON: missing or malformed field"):
+        StringTable.from_dict({"conditions": ["a"], "rows": [{"question": "q"}]})
+    no_ref = string_counts([s for s in samples if s.condition == "v"], {"quick_buck": ("hack",)})
+    assert no_ref.reference is None and no_ref.vs_reference(0, 0) is None

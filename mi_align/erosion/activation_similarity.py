@@ -27,11 +27,12 @@ from mi_align.activations import (
     pooled_activations,
     resolve_layers,
 )
+from mi_align.block_stats import BlockStats
 from mi_align.data.tokenize import encode_dataset
 from mi_align.erosion.common import check_block_fields, design_block_statistics
 from mi_align.erosion.loss_vectors import Groups, plot_similarity_blocks
 from mi_align.errors import check_finite
-from mi_align.geometry import BlockStats, cosine_matrix
+from mi_align.geometry import cosine_matrix
 from mi_align.models.trio import Trio
 
 

@@ -35,11 +35,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mi_align.block_stats import BlockStats
 from mi_align.data.tokenize import encode_dataset
 from mi_align.erosion.common import check_block_fields, design_block_statistics
 from mi_align.erosion.loss_vectors import Groups, plot_similarity_blocks
 from mi_align.errors import check_finite
-from mi_align.geometry import BlockStats, CountSketch, cosine_error, cosine_matrix
+from mi_align.geometry import CountSketch, cosine_error, cosine_matrix
 from mi_align.gradients import GradPart, flat_gradient, select_parameters, stream_example_gradients
 from mi_align.models.trio import Trio
 

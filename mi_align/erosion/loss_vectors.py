@@ -30,11 +30,12 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from mi_align.activations import logits_at
+from mi_align.block_stats import BlockStats
 from mi_align.data.chat import Conversation
 from mi_align.data.tokenize import encode_dataset, iter_batches
 from mi_align.erosion.common import check_block_fields, design_block_statistics
 from mi_align.errors import check_finite
-from mi_align.geometry import BlockStats, cosine_matrix, masked_cosine_matrix
+from mi_align.geometry import cosine_matrix, masked_cosine_matrix
 from mi_align.models.load import Loaded
 from mi_align.models.trio import Trio
 from mi_align.plotting import cosine_heatmap_kwargs, style

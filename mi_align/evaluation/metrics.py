@@ -300,7 +300,13 @@ def summarize(
 @dataclass(frozen=True)
 class StringTable:
     """``counts[r][c]``: responses of condition c to row r's question containing row r's string
-    (out of ``totals[r][c]``: the first ``first_n`` responses, unfiltered)."""
+    (out of ``totals[r][c]``: the first ``first_n`` responses, unfiltered).
+
+    Each cell has a Wilson 95% interval (:meth:`interval`; answers independent) and, when the
+    ``unsteered`` reference was sampled, a two-sided Fisher exact test against the reference's
+    cell in the same row (:meth:`vs_reference`; null: equal rates; uncorrected for the number
+    of cells). Both go into :meth:`to_dict`, and :meth:`from_dict` reads them back so a figure
+    can be redrawn from its JSON."""
 
     conditions: tuple[str, ...]
     rows: tuple[tuple[str, str], ...]  # (question_id, string)
@@ -308,14 +314,63 @@ class StringTable:
     totals: tuple[tuple[int, ...], ...]
     first_n: int | None
 
+    @property
+    def reference(self) -> str | None:
+        return REFERENCE if REFERENCE in self.conditions else None
+
+    def interval(self, r: int, j: int) -> Interval | None:
+        """Wilson 95% interval of cell (row r, condition j); None for an empty cell."""
+        n = self.totals[r][j]
+        return wilson_interval(self.counts[r][j], n) if n else None
+
+    def vs_reference(self, r: int, j: int) -> TestResult | None:
+        """Fisher exact test of cell (r, j) against the reference condition in row r; None for
+        the reference itself, an empty cell, or when no reference was sampled."""
+        ref = self.reference
+        if ref is None or self.conditions[j] == ref:
+            return None
+        i = self.conditions.index(ref)
+        if not self.totals[r][j] or not self.totals[r][i]:
+            return None
+        return fisher_test(self.counts[r][j], self.totals[r][j],
+                           self.counts[r][i], self.totals[r][i])
+
     def to_dict(self) -> dict[str, object]:
+        def cells(r: int, f: object) -> dict[str, object]:
+            out = {}
+            for j, c in enumerate(self.conditions):
+                v = f(r, j)  # type: ignore[operator]
+                out[c] = None if v is None else v.to_dict()
+            return out
+
         return {
             "conditions": list(self.conditions), "first_n": self.first_n,
+            "reference": self.reference,
             "rows": [{"question": q, "string": s,
                       "counts": dict(zip(self.conditions, c, strict=True)),
-                      "totals": dict(zip(self.conditions, t, strict=True))}
-                     for (q, s), c, t in zip(self.rows, self.counts, self.totals, strict=True)],
+                      "totals": dict(zip(self.conditions, t, strict=True)),
+                      "wilson": cells(r, self.interval),
+                      "fisher_vs_reference": cells(r, self.vs_reference)}
+                     for r, ((q, s), c, t) in enumerate(
+                         zip(self.rows, self.counts, self.totals, strict=True))],
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> StringTable:
+        """The table back from :meth:`to_dict`'s output (intervals and tests are recomputed)."""
+        try:
+            conds = tuple(str(c) for c in d["conditions"])  # type: ignore[union-attr]
+            rows = d["rows"]
+            return cls(
+                conds,
+                tuple((str(r["question"]), str(r["string"])) for r in rows),  # type: ignore
+                tuple(tuple(int(r["counts"][c]) for c in conds) for r in rows),  # type: ignore
+                tuple(tuple(int(r["totals"][c]) for c in conds) for r in rows),  # type: ignore
+                None if d.get("first_n") is None else int(d["first_n"]),  # type: ignore
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError("string table JSON", f"missing or malformed field {e}",
+                             "pass the output of StringTable.to_dict()") from e
 
 
 def string_counts(

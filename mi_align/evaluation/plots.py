@@ -104,15 +104,30 @@ def plot_alignment_vs_coherence(summary: EvalSummary) -> go.Figure:
                  "expected coherence", "expected alignment")
 
 
+def _string_cell(table: StringTable, r: int, j: int) -> str:
+    """``k/n [lo–hi%]``, plus ``p=…`` against the reference in the same row."""
+    k, n = table.counts[r][j], table.totals[r][j]
+    ci = table.interval(r, j)
+    text = f"{k}/{n}" + ("" if ci is None else f" [{ci.low:.0%}–{ci.high:.0%}]")
+    test = table.vs_reference(r, j)
+    return text + ("" if test is None else f" p{_p(test.p)}")
+
+
 def plot_string_table(table: StringTable) -> go.Figure:
+    """Dunefsky's Table 1 layout: each cell ``k/n [Wilson 95%]`` and, when the unsteered
+    condition was sampled, the two-sided Fisher exact p against it in the same row."""
     header = ["question", "string", *table.conditions]
     cols: list[list[str]] = [[q for q, _ in table.rows], [s for _, s in table.rows]]
     for j in range(len(table.conditions)):
-        cols.append([f"{table.counts[r][j]}/{table.totals[r][j]}" for r in range(len(table.rows))])
+        cols.append([_string_cell(table, r, j) for r in range(len(table.rows))])
     fig = go.Figure(go.Table(header={"values": header, "align": "left"},
                              cells={"values": cols, "align": "left"}))
     first = f"first {table.first_n}" if table.first_n else "all"
-    return style(fig, f"Responses containing each string ({first} unfiltered responses per cell)")
+    test = (f"p: two-sided Fisher exact vs {table.reference} in the same row (null: equal rates, "
+            "answers independent; uncorrected for the number of cells)"
+            if table.reference else "no unsteered condition sampled: no test")
+    return style(fig, f"Responses containing each string ({first} unfiltered responses per cell)"
+                 f"<br><sup>[ ]: Wilson 95% intervals; {test}</sup>")
 
 
 def plot_condition_counts(counts: ConditionCounts) -> go.Figure:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +35,7 @@ from mi_align.data.tokenize import (
     collate,
     encode_prompt,
 )
+from mi_align.errors import InputError
 from mi_align.finetune.lora import encode_for_training
 from mi_align.generate import generate_rows
 from mi_align.models.load import Loaded
@@ -130,29 +132,47 @@ def generate_replies(
     return replies
 
 
+def response_token_nll(
+    loaded: Loaded,
+    conversations: Sequence[Conversation],
+    max_length: int = 192,
+    batch_size: int = 4,
+) -> list[np.ndarray]:
+    """Per conversation, the NLL (float64, nats) of each assistant token under the bridge, in
+    order; one array per conversation, so per-example statistics stay paired across models.
+
+    Chats longer than ``max_length`` are truncated (counted in a logged warning, as in
+    training); a chat with no response token left is an error here, not a silent drop."""
+    tok = loaded.tokenizer
+    encoded, _, dropped = encode_for_training(tok, conversations, max_length)
+    if dropped:
+        raise InputError("response_token_nll", f"{dropped} of {len(conversations)} chats leave "
+                         f"no response token within max_length={max_length}",
+                         "raise max_length or drop those chats explicitly")
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for i in range(0, len(encoded), batch_size):
+            batch = collate(encoded[i : i + batch_size], tok.pad_token_id).to(loaded.meta.device)
+            logits = loaded.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+            predicts = batch.response_mask[:, 1:]
+            for row in range(logits.shape[0]):
+                logp = F.log_softmax(logits[row, :-1][predicts[row]].float(), dim=-1)
+                targets = batch.input_ids[row, 1:][predicts[row]]
+                nll = -logp.gather(1, targets[:, None])[:, 0]
+                out.append(nll.double().cpu().numpy())
+    return out
+
+
 def response_loss(
     loaded: Loaded,
     conversations: Sequence[Conversation],
     max_length: int = 192,
     batch_size: int = 4,
 ) -> float:
-    """Mean NLL of the assistant tokens of ``conversations`` under the bridge (token-weighted).
-
-    Chats longer than ``max_length`` are truncated, and dropped if no response token is left
-    (both counted in a logged warning, as in training)."""
-    tok = loaded.tokenizer
-    encoded, _, _ = encode_for_training(tok, conversations, max_length)
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for i in range(0, len(encoded), batch_size):
-            batch = collate(encoded[i : i + batch_size], tok.pad_token_id).to(loaded.meta.device)
-            logits = loaded.bridge(batch.input_ids, attention_mask=batch.attention_mask)
-            predicts = batch.response_mask[:, 1:]
-            logp = F.log_softmax(logits[:, :-1][predicts].float(), dim=-1)
-            targets = batch.input_ids[:, 1:][predicts]
-            total -= float(logp.gather(1, targets[:, None]).sum())
-            count += int(targets.numel())
-    return total / max(count, 1)
+    """Mean NLL of the assistant tokens of ``conversations`` (token-weighted; see
+    :func:`response_token_nll`)."""
+    per = response_token_nll(loaded, conversations, max_length, batch_size)
+    return float(np.concatenate(per).mean())
 
 
 @dataclass(frozen=True)
