@@ -23,7 +23,6 @@ from mi_align.evaluation.control_counts import (
     compare_conditions,
     compare_recipe_samples,
     plot_count_comparison,
-    question_level_test,
 )
 from mi_align.evaluation.direction_cosine import (
     PairedActivations,
@@ -34,8 +33,10 @@ from mi_align.evaluation.direction_cosine import (
     paired_activations,
     split_half_reliability,
 )
+from mi_align.evaluation.metrics import compare_rates
 from mi_align.evaluation.run import recipe_conditions, recipe_controls
 from mi_align.evaluation.sampling import Sample, SamplingConfig, SamplingError, sample_conditions
+from mi_align.stats import TestResult
 from mi_align.steering.controls import (
     ControlConfig,
     applied_norm,
@@ -382,6 +383,12 @@ def test_fisher_rows_equal_naive_enumeration(k1: int, n1: int, k2: int, n2: int)
     lo, hi = _naive_wilson(k1, n1)
     assert math.isclose(row.ci_low, max(lo, 0.0), abs_tol=1e-9)
     assert math.isclose(row.ci_high, hi, abs_tol=1e-9)
+
+
+def question_level_test(f: list, q: list, rf: list, rq: list) -> TestResult:
+    res = compare_rates(f, q, rf, rq, reference="ref")
+    assert res is not None and res.by_question is not None
+    return res.by_question
 
 
 def test_question_level_test_equals_sign_flip_enumeration_with_unequal_sizes() -> None:

@@ -12,9 +12,10 @@ questions), and tests it against
 
 each with two nulls from :mod:`mi_align.stats`: Fisher exact (null: equal rates, answers
 independent; optimistic because answers cluster in 8 questions) and
-:func:`question_level_test`, a permutation test that swaps the two sides of whole questions
-(null: within a question the condition does not matter; 8 questions give 256 relabelings, so
-p ≥ 2/256 ≈ 0.008). Pooled rows add up the harmful vectors and the random seeds.
+:func:`~mi_align.evaluation.metrics.compare_rates`' permutation test, which swaps the two
+sides of whole questions (null: within a question the condition does not matter; 8 questions
+give 256 relabelings, so p ≥ 2/256 ≈ 0.008).
+Pooled rows add up the harmful vectors and the random seeds.
 
 Example:
     >>> res = compare_recipe_samples(samples, conds, first_n=4)  # doctest: +SKIP
@@ -28,63 +29,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import plotly.graph_objects as go
 
 from mi_align.errors import InputError
-from mi_align.evaluation.metrics import Rate, RateComparison, condition_flags, rate_of
+from mi_align.evaluation.metrics import (
+    Rate,
+    RateComparison,
+    compare_rates,
+    condition_flags,
+    rate_of,
+)
 from mi_align.evaluation.sampling import Sample
 from mi_align.plotting import style
-from mi_align.stats import TestResult, fisher_test, grouped_permutation_test
 from mi_align.steering.controls import MEAN_DIFF, RANDOM_PREFIX
-
-
-def question_level_test(
-    flags: Sequence[bool],
-    questions: Sequence[str],
-    ref_flags: Sequence[bool],
-    ref_questions: Sequence[str],
-    n_resamples: int = 9999,
-    seed: int = 0,
-) -> TestResult | None:
-    """Permutation test on the per-question rate differences (None with < 2 shared questions).
-
-    Statistic: the mean over the questions asked on both sides of (rate − reference rate) in
-    that question; a relabeling swaps the two sides of whole questions, which negates that
-    question's difference (a sign-flip test). Unlike the difference of pooled means, this stays
-    valid when the two sides have different numbers of answers per question (a condition's 4
-    against the pooled random control's 12): with pooled means, swapping a 4-answer block with
-    a 12-answer block changes both denominators, and one hit in 32 against none in 96 came out
-    at p = 2/256 although nothing was there.
-    """
-    common = sorted(set(questions) & set(ref_questions))
-    if len(common) < 2:
-        return None
-    rows = ([(float(f), "x", q) for f, q in zip(flags, questions, strict=True) if q in common]
-            + [(float(f), "ref", q) for f, q in zip(ref_flags, ref_questions, strict=True)
-               if q in common])
-    vals, labels, groups = zip(*rows, strict=True)
-    g = np.array([common.index(q) for q in groups])
-    onehot = np.eye(len(common))[g].T  # question × answer
-
-    def per_question_mean_diff(x: np.ndarray, treated: np.ndarray) -> float:
-        t = onehot * treated[None, :]
-        c = onehot * ~treated[None, :]
-        return float(np.mean(t @ x / t.sum(1) - c @ x / c.sum(1)))
-
-    res = grouped_permutation_test(vals, labels, groups, treated="x", control="ref",
-                                   statistic=per_question_mean_diff,
-                                   n_resamples=n_resamples, seed=seed)
-    return dataclasses.replace(res, test=res.test.replace(
-        "given statistic", "mean over questions of the rate difference"))
 
 
 def _compare(flags: Sequence[bool], questions: Sequence[str], ref_flags: Sequence[bool],
              ref_questions: Sequence[str], reference: str, n_resamples: int,
              seed: int) -> RateComparison:
-    k, n, k_ref, n_ref = sum(flags), len(flags), sum(ref_flags), len(ref_flags)
-    return RateComparison(reference, fisher_test(k, n, k_ref, n_ref), question_level_test(
-        flags, questions, ref_flags, ref_questions, n_resamples, seed))
+    res = compare_rates(flags, questions, ref_flags, ref_questions, reference=reference,
+                        n_resamples=n_resamples, seed=seed)
+    if res is None:
+        raise InputError(f"comparison with {reference!r}", "a side has no answers",
+                         "sample at least one answer per condition")
+    return res
 
 
 @dataclass(frozen=True)
