@@ -8,7 +8,7 @@ STAMP := $(VENV)/.mi_align-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-all test-latest lock lint bench
+.PHONY: demo test test-all test-latest lock lint bench browser
 
 # Installs use the exact versions the suite passed with (requirements/constraints.txt).
 CONSTRAINTS := requirements/constraints.txt
@@ -23,8 +23,17 @@ demo: $(STAMP)
 	$(BIN)/mi-align models fetch smollm2-135m-instruct
 	$(BIN)/mi-align demo --out figures
 
+# tests/test_report.py opens the report page in headless Chromium: installed here if missing
+# where apt-get may run (root, e.g. CI); elsewhere that test skips and says why.
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+browser:
+	@command -v chromium || command -v chromium-browser || command -v google-chrome \
+	|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	     && { $(APT_CHROMIUM) 2>/dev/null || { apt-get update -q >/dev/null && $(APT_CHROMIUM); }; }; } \
+	|| echo "note: chromium is not installed and could not be (needs root + apt-get): install it to run the report's browser test"
+
 # Unit tests on tiny random models + the real-model tests marked `ci` (fetches the default model).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow or ci"
 
 # Not in CI: a fresh venv with the newest releases pyproject allows (no constraints), then the
@@ -46,7 +55,7 @@ lock:
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 # Everything, including all real-model (`slow`) tests.
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -23,7 +23,7 @@ import torch
 
 from mi_align.block_stats import block_statistics
 from mi_align.erosion.common import paired_design, task_groups
-from mi_align.erosion.registry import load_groups
+from mi_align.pipelines.erosion import load_groups
 from mi_align.plotting import save_json
 
 FILES = [

@@ -14,7 +14,7 @@ Run: python analyses/erosion_logprobs.py [TRIO]   (default gemma-trio → figure
 
 import sys
 
-from mi_align.erosion.registry import DEFAULT_TRIO, run_and_write
+from mi_align.pipelines.erosion import DEFAULT_TRIO, run_and_write
 
 TRIO = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_TRIO
 COMPARISONS = (

@@ -10,7 +10,7 @@ Run: python analyses/erosion_next_token.py [TRIO]   (default gemma-trio → figu
 
 import sys
 
-from mi_align.erosion.registry import DEFAULT_TRIO, run_and_write
+from mi_align.pipelines.erosion import DEFAULT_TRIO, run_and_write
 
 TRIO = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_TRIO
 OVERRIDES = {"compare_data": "harmful_requests_heldout", "cluster_size": "1"}

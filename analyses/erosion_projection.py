@@ -16,8 +16,8 @@ Run: python analyses/erosion_projection.py [TRIO]   (default gemma-trio → figu
 import dataclasses
 import sys
 
-from mi_align.erosion.cli import resolve_trio
-from mi_align.erosion.registry import DEFAULT_TRIO, figure_dir, run_analysis, write_outputs
+from mi_align.models.organisms import resolve_trio
+from mi_align.pipelines.erosion import DEFAULT_TRIO, figure_dir, run_analysis, write_outputs
 
 TRIO = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_TRIO
 RUNS = {

@@ -9,7 +9,7 @@ Run: python analyses/erosion_projection_contrastive.py [TRIO]   (default gemma-t
 
 import sys
 
-from mi_align.erosion.registry import DEFAULT_TRIO, run_and_write
+from mi_align.pipelines.erosion import DEFAULT_TRIO, run_and_write
 
 TRIO = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_TRIO
 OVERRIDES = {"direction": "contrastive:instruct"}

@@ -13,7 +13,7 @@ Writes erosion_svd_directions.{html,json} (last token) and erosion_svd_direction
 
 import sys
 
-from mi_align.erosion.registry import DEFAULT_TRIO, run_and_write
+from mi_align.pipelines.erosion import DEFAULT_TRIO, run_and_write
 
 TRIO = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_TRIO
 RUNS = [{"positions": "last"}, {"positions": "content"}]

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from mi_align.finetune.evidence import EvidenceConfig, measure_trio
-from mi_align.finetune.organisms import get_spec, training_summary
+from mi_align.finetune.organisms import training_summary
+from mi_align.models.organisms import get_spec
 from mi_align.models.trio import open_trio
 from mi_align.plotting import save_json
 

@@ -28,8 +28,9 @@ import numpy as np
 from mi_align.data.chat import load_dataset
 from mi_align.data.groups import response_groups
 from mi_align.erosion.paired import compare_models
-from mi_align.finetune.evidence import EvidenceConfig, response_token_nll
-from mi_align.finetune.organisms import get_spec
+from mi_align.finetune.evidence import EvidenceConfig
+from mi_align.forward import response_token_nll
+from mi_align.models.organisms import get_spec
 from mi_align.models.trio import open_trio
 from mi_align.plotting import save_json
 

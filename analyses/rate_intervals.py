@@ -32,14 +32,14 @@ from mi_align.evaluation.metrics import (
     compare_rates,
     condition_counts,
     condition_flags,
-    looks_like_code,
     rate_of,
     summarize,
 )
-from mi_align.evaluation.run import load_judged
 from mi_align.evaluation.sampling import load_samples
+from mi_align.pipelines.steering_eval import load_judged
 from mi_align.plotting import save_json
 from mi_align.stats import exact_interval, fisher_test, mcnemar_test, wilson_interval
+from mi_align.text_measures import looks_like_code
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=".", help="repository root holding figures/ and organisms/")

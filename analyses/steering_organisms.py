@@ -26,7 +26,6 @@ from pathlib import Path
 from mi_align.evaluation import plots
 from mi_align.evaluation.control_counts import compare_recipe_samples, plot_count_comparison
 from mi_align.evaluation.metrics import condition_counts, string_counts
-from mi_align.evaluation.run import load_controls, recipe_conditions
 from mi_align.evaluation.sampling import (
     Sample,
     SamplingConfig,
@@ -34,6 +33,7 @@ from mi_align.evaluation.sampling import (
     sample_conditions,
 )
 from mi_align.models.load import load_model
+from mi_align.pipelines.steering_eval import load_controls, recipe_conditions
 from mi_align.plotting import save_figure, save_json
 
 ap = argparse.ArgumentParser()

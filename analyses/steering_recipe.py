@@ -39,7 +39,9 @@ from mi_align.evaluation import plots
 from mi_align.evaluation.control_counts import compare_recipe_samples, plot_count_comparison
 from mi_align.evaluation.direction_cosine import (
     check_disjoint,
+    cosine_cache_key,
     direction_cosines_heldout,
+    drop_massive_channels,
     paired_activations,
     plot_direction_cosine,
 )
@@ -51,7 +53,9 @@ from mi_align.evaluation.metrics import (
     string_counts,
     summarize,
 )
-from mi_align.evaluation.run import (
+from mi_align.evaluation.sampling import SamplingConfig, sample_conditions
+from mi_align.models.load import load_model
+from mi_align.pipelines.steering_eval import (
     judge_samples,
     load_judged,
     recipe_conditions,
@@ -59,8 +63,6 @@ from mi_align.evaluation.run import (
     save_recipe,
     sweep_strengths,
 )
-from mi_align.evaluation.sampling import SamplingConfig, sample_conditions
-from mi_align.models.load import load_model
 from mi_align.plotting import save_figure, save_json
 from mi_align.steering.controls import applied_norm, paired_halves
 from mi_align.steering.recipe import BENIGN_PROMPT, TARGETS_BY_NAME, RecipeConfig, run_recipe
@@ -144,17 +146,19 @@ sweep = strength_sweep(by_strength, label="(reverse shell, 'ruler of the world')
 save_json(sweep.to_dict(), out / "steering_strength_sweep")
 save_figure(plots.plot_strength_sweep(sweep), out / "steering_strength_sweep")
 
-# %% 4. cosine with a held-out contrastive alignment direction at each vector's layer (cached)
-METHOD = "heldout toxic_reject-toxic, anisotropic null/1"
+# %% 4. cosine with a held-out contrastive alignment direction at each vector's layer, over the
+# channels with within-class variance ≤ 100× the median (observed and null alike). Cached by
+# content: each layer's key hashes METHOD, the layer and every vector's float32 bytes, so a
+# vector re-optimised under the same name is recomputed, never read stale.
+METHOD = "heldout toxic_reject-toxic, anisotropic null, channels var > 100x median dropped/2"
 cos_path = out / "steering_direction_cosine.json"
 cached = json.loads(cos_path.read_text()) if cos_path.is_file() else {}
 vecs_by_layer: dict[int, dict] = {}
 for name, vs in {**conds, **{c: [v] for c, v in controls.items()}}.items():
     if vs and name != "unsteered":
         vecs_by_layer.setdefault(vs[0].layer, {})[vs[0].name or name] = vs[0].vector
-if cached.get("method") != METHOD or any(
-        sorted(cached.get(str(la), {}).get("names", [])) != sorted(v)
-        for la, v in vecs_by_layer.items()):
+cos_keys = {str(la): cosine_cache_key(v, la, METHOD) for la, v in sorted(vecs_by_layer.items())}
+if cached.get("method") != METHOD or cached.get("keys") != cos_keys:
     aligned, toxic = load_dataset("toxic_reject"), load_dataset("toxic")
     fit = paired_halves(len(toxic), group_size=2, seed=0)[0]  # half 1 fits the mean_diff control
     vector_prompts = [BENIGN_PROMPT] + [TARGETS_BY_NAME[t].request
@@ -162,19 +166,21 @@ if cached.get("method") != METHOD or any(
     check_disjoint([toxic[i] for i in fit] + [aligned[i] for i in fit], vector_prompts)
     acts = paired_activations(loaded, [aligned[i] for i in fit], [toxic[i] for i in fit],
                               sorted(vecs_by_layer), groups=[i // 2 for i in fit])
-    cached = {"method": METHOD, "fit_examples": fit}
+    cached = {"method": METHOD, "keys": cos_keys, "fit_examples": fit}
     for layer, vecs in sorted(vecs_by_layer.items()):
-        res = direction_cosines_heldout(vecs, acts, layer,
-                                        direction_label="toxic_reject − toxic")
+        res = direction_cosines_heldout(vecs, acts, layer, direction_label="toxic_reject − toxic",
+                                        channels=drop_massive_channels(100.0))
         cached[str(layer)] = res.to_dict()
         save_figure(plot_direction_cosine(res), out / f"steering_direction_cosine_L{layer}")
     save_json(cached, out / "steering_direction_cosine")
 for layer in sorted(vecs_by_layer):
     r = cached[str(layer)]
     rel = r["reliability"]
-    print(f"layer {layer}: split-half r {rel['mean']:.2f} [{rel['low']:.2f}, {rel['high']:.2f}]"
-          f"; null 95% |cos| anisotropic {r['null_q95_anisotropic']:.3f}, isotropic "
-          f"{r['null_q95_isotropic']:.3f}")
+    print(f"layer {layer}: {len(r['excluded_channels'])} channels excluded "
+          f"({r['excluded_variance_share']:.0%} of the within-class variance); split-half r "
+          f"{rel['mean']:.2f} [{rel['low']:.2f}, {rel['high']:.2f}]; null 95% |cos| anisotropic "
+          f"{r['null_q95_anisotropic']:.3f} (all channels: "
+          f"{r['null_q95_anisotropic_all_channels']:.3f}), isotropic {r['null_q95_isotropic']:.3f}")
     for i, n in enumerate(r["names"]):
         print(f"  {n:18} cos {r['cosines'][i]:+.3f} [{r['ci_low'][i]:+.3f}, "
               f"{r['ci_high'][i]:+.3f}]  p aniso {r['p_anisotropic'][i]:.3g}  "

@@ -16,8 +16,8 @@ from pathlib import Path
 from mi_align.evaluation import plots
 from mi_align.evaluation.judge_check import JudgeCheck
 from mi_align.evaluation.metrics import string_counts, summarize
-from mi_align.evaluation.run import load_judged
 from mi_align.evaluation.sampling import Sample, read_jsonl_records
+from mi_align.pipelines.steering_eval import load_judged
 from mi_align.plotting import save_figure, save_json
 
 ap = argparse.ArgumentParser()

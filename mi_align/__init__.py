@@ -25,7 +25,39 @@ Example:
     30
 """
 
-from mi_align.models.load import Loaded, ModelMeta, load_model
+from __future__ import annotations
 
-__all__ = ["Loaded", "ModelMeta", "load_model"]
+from mi_align.lazy import lazy_exports
+
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "load_eval_file": "mi_align.data.betley",
+    "Loaded": "mi_align.models.load",
+    "ModelMeta": "mi_align.models.load",
+    "load_model": "mi_align.models.load",
+    "Trio": "mi_align.models.trio",
+    "TrioSpec": "mi_align.models.trio",
+    "load_trio": "mi_align.models.organisms",
+    "resolve_trio": "mi_align.models.organisms",
+    "Conversation": "mi_align.data.chat",
+    "Message": "mi_align.data.chat",
+    "load_dataset": "mi_align.data.chat",
+    "eval_questions": "mi_align.data.chat",
+    "SteeringVector": "mi_align.steering.vector",
+    "additive": "mi_align.steering.vector",
+    "clamp": "mi_align.steering.vector",
+    "apply_steering": "mi_align.steering.vector",
+    "OptimConfig": "mi_align.steering.optimize",
+    "optimize_vector": "mi_align.steering.optimize",
+    "LocalJudge": "mi_align.evaluation.judge",
+    "OpenAIJudge": "mi_align.evaluation.judge",
+    "judge_responses": "mi_align.evaluation.judge",
+    "wilson_interval": "mi_align.stats",
+    "fisher_test": "mi_align.stats",
+    "cluster_bootstrap": "mi_align.stats",
+    "grouped_permutation_test": "mi_align.stats",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

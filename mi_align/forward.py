@@ -17,14 +17,19 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from mi_align.data.tokenize import Batch
+from mi_align.data.chat import Conversation
+from mi_align.data.tokenize import Batch, collate, encode_for_training
+from mi_align.errors import InputError
+from mi_align.models.load import Loaded
 
 
 def softcap(logits: Tensor, config: Any) -> Tensor:
@@ -50,3 +55,51 @@ def response_nll(hf: Any, batch: Batch) -> tuple[Float[Tensor, ""], int]:
     targets = batch.input_ids[:, 1:][predicts]
     return F.cross_entropy(unembed(hf, hidden[predicts]), targets, reduction="sum"), int(
         targets.numel())
+
+
+def response_token_nll(
+    loaded: Loaded,
+    conversations: Sequence[Conversation],
+    max_length: int = 192,
+    batch_size: int = 4,
+    *,
+    allow_dropped: bool = False,
+) -> list[np.ndarray]:
+    """Per conversation, the NLL (float64, nats) of each assistant token under the bridge, in
+    order; one array per conversation, so per-example statistics stay paired across models.
+
+    Chats longer than ``max_length`` are truncated (counted in a logged warning, as in
+    training); a chat with no response token left is an error (per-example results would no
+    longer line up with the input), unless ``allow_dropped`` (then it is left out, counted in
+    the same logged warning)."""
+    tok = loaded.tokenizer
+    encoded, _, dropped = encode_for_training(tok, conversations, max_length)
+    if dropped and not allow_dropped:
+        raise InputError("response_token_nll", f"{dropped} of {len(conversations)} chats leave "
+                         f"no response token within max_length={max_length}",
+                         "raise max_length or drop those chats explicitly")
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for i in range(0, len(encoded), batch_size):
+            batch = collate(encoded[i : i + batch_size], tok.pad_token_id).to(loaded.meta.device)
+            logits = loaded.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+            predicts = batch.response_mask[:, 1:]
+            for row in range(logits.shape[0]):
+                logp = F.log_softmax(logits[row, :-1][predicts[row]].float(), dim=-1)
+                targets = batch.input_ids[row, 1:][predicts[row]]
+                nll = -logp.gather(1, targets[:, None])[:, 0]
+                out.append(nll.double().cpu().numpy())
+    return out
+
+
+def response_loss(
+    loaded: Loaded,
+    conversations: Sequence[Conversation],
+    max_length: int = 192,
+    batch_size: int = 4,
+) -> float:
+    """Mean NLL of the assistant tokens of ``conversations`` (token-weighted; see
+    :func:`response_token_nll`). Chats with no response token within ``max_length`` are left
+    out and counted in a logged warning, as in training."""
+    per = response_token_nll(loaded, conversations, max_length, batch_size, allow_dropped=True)
+    return float(np.concatenate(per).mean())

@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import version
 
 import torch
@@ -28,7 +30,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mi_align.data.chat import Message
-from mi_align.data.tokenize import encode_prompt, end_of_turn_id
+from mi_align.data.tokenize import _special_ids, encode_prompt, end_of_turn_id
 from mi_align.errors import DependencyError, InputError, check_finite
 from mi_align.models.load import Loaded
 
@@ -132,3 +134,60 @@ def chat_reply(
     ids = torch.tensor([encode_prompt(loaded.tokenizer, messages)])
     [(new, _)] = generate_rows(loaded, ids, max_new_tokens, temperature, seed)
     return str(loaded.tokenizer.decode(new, skip_special_tokens=True)).strip()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One generated reply: decoded text, whether it closed its turn, token count."""
+
+    prompt: str
+    text: str
+    stopped: bool
+    clean: bool  # no special token other than the final end-of-turn
+    n_tokens: int
+
+    @property
+    def follows_format(self) -> bool:
+        return self.stopped and self.clean
+
+
+def generate_replies(
+    loaded: Loaded,
+    questions: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[Reply]:
+    """Replies to single-turn ``questions``, batched (left-padded ids + attention mask).
+
+    Greedy when ``temperature == 0``; sampling is seeded (the caller's RNG state is kept).
+    """
+    tok = loaded.tokenizer
+    specials = _special_ids(tok)
+    pad = tok.pad_token_id
+    replies: list[Reply] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(questions), batch_size):
+            chunk = questions[i : i + batch_size]
+            prompts = [encode_prompt(tok, [Message("user", q)]) for q in chunk]
+            width = max(len(p) for p in prompts)
+            ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(prompts), width), dtype=torch.long)
+            for row, p in enumerate(prompts):
+                ids[row, width - len(p) :] = torch.tensor(p)
+                mask[row, width - len(p) :] = 1
+            rows = generate_rows(loaded, ids, max_new_tokens, temperature, attention_mask=mask)
+            for q, (body, stopped) in zip(chunk, rows, strict=True):
+                replies.append(
+                    Reply(
+                        prompt=q,
+                        text=str(tok.decode(body, skip_special_tokens=True)).strip(),
+                        stopped=stopped,
+                        clean=not any(t in specials for t in body),
+                        n_tokens=len(body),
+                    )
+                )
+    return replies

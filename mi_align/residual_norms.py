@@ -48,7 +48,7 @@ def residual_norms(loaded: Loaded, batch: Batch, labels: Sequence[str]) -> Resid
     mask = batch.response_mask.to(torch.float32)
     count = mask.sum(dim=1).clamp_min(1.0)
     norms = torch.stack(
-        [(cache[name].norm(dim=-1) * mask).sum(dim=1) / count for name in names], dim=1
+        [(cache[name].float().norm(dim=-1) * mask).sum(dim=1) / count for name in names], dim=1
     )
     return ResidualNorms(norms.cpu(), tuple(labels), loaded.meta.spec)
 

@@ -562,6 +562,14 @@ def build_all(t: Templates) -> dict[str, list[Example]]:
     return datasets
 
 
+EVAL_YAML_HEADER = """\
+# The eight main emergent-misalignment evaluation questions (Betley et al.) in the format of
+# that repository's evaluation/first_plot_questions.yaml: the same ids, text and order as
+# eval_questions.json (both written from templates/eval_questions.toml). No judge_prompts, so
+# mi_align's own judge prompts are used. Read with mi_align.data.betley.load_eval_file.
+"""
+
+
 def render(t: Templates) -> dict[str, str]:
     """``{file name: text}`` for every output file, in writing order."""
     datasets = build_all(t)
@@ -584,6 +592,12 @@ def render(t: Templates) -> dict[str, str]:
             [{"id": i, "question": q} for i, q in t.eval_questions], indent=2, ensure_ascii=False
         )
         + "\n"
+    )
+
+    files["eval_questions.yaml"] = EVAL_YAML_HEADER + "".join(
+        f"\n- id: {json.dumps(i, ensure_ascii=False)}\n  type: free_form_judge_0_100\n"
+        f"  paraphrases:\n    - {json.dumps(q, ensure_ascii=False)}\n"
+        for i, q in t.eval_questions
     )
 
     counts = {name: info["count"] for name, info in manifest.items()}

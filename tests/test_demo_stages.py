@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from mi_align.erosion.demo_stage import stage_erosion
-from mi_align.finetune.demo_stage import stage_organisms
+from mi_align.pipelines.erosion_demo import stage_erosion
+from mi_align.pipelines.finetune_demo import stage_organisms
 from tests.helpers import random_adapter
 
 

@@ -11,9 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.stats import binomtest, fisher_exact
-
 from mi_align.data.tokenize import encode_dataset
+from mi_align.errors import InputError
+from mi_align.generate import generate_replies
+from mi_align.models.load import Loaded, load_model
+from mi_align.models.trio import Trio
+from mi_align.steering.vector import SteeringVector
+from scipy.stats import binomtest, fisher_exact
+from tests.erosion_support import ALIGNED, MISALIGNED, convs
+from tests.helpers import assert_close, chat
+
 from mi_align.erosion.causal import (
     CausalConfig,
     Intervention,
@@ -27,13 +34,6 @@ from mi_align.erosion.causal_result import (
     bootstrap_loss,
     plot_direction_intervention,
 )
-from mi_align.errors import InputError
-from mi_align.finetune.evidence import generate_replies
-from mi_align.models.load import Loaded, load_model
-from mi_align.models.trio import Trio
-from mi_align.steering.vector import SteeringVector
-from tests.erosion_support import ALIGNED, MISALIGNED, convs
-from tests.helpers import assert_close, chat
 
 LAYER = 1
 C = 40.0  # planted shift of the instruct embeddings along u
@@ -292,9 +292,10 @@ def test_cli_runs_the_registered_analysis(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_response_stats_match_full_logit_loss(tiny: Loaded) -> None:
+    from mi_align.data.tokenize import encode_for_training
+    from mi_align.forward import response_loss
+
     from mi_align.erosion.causal import FittedDirection, response_stats
-    from mi_align.finetune.evidence import response_loss
-    from mi_align.finetune.lora import encode_for_training
 
     data = convs()
     cfg = build_cfg(loss_batch_size=3, max_length=40)  # some chats truncated

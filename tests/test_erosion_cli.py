@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from mi_align.cli import main
-from mi_align.erosion.cli import resolve_trio
 from mi_align.erosion.projection import ProjectionConfig
-from mi_align.erosion.registry import ANALYSES, parse_overrides, run_analysis, write_outputs
+from mi_align.models.organisms import resolve_trio
 from mi_align.models.tiny import tiny_model_dir
+from mi_align.pipelines.erosion import ANALYSES, parse_overrides, run_analysis, write_outputs
 from tests.erosion_support import ALIGNED, MISALIGNED, SEEDS
 
 
@@ -82,7 +82,7 @@ def test_parse_overrides_types() -> None:
 
 
 def test_scripts_helper_writes_per_trio_folders(setup, tmp_path: Path) -> None:
-    from mi_align.erosion.registry import figure_dir, run_and_write
+    from mi_align.pipelines.erosion import figure_dir, run_and_write
 
     spec, _, _ = setup
     assert figure_dir("gemma-trio", tmp_path) == tmp_path

@@ -224,7 +224,7 @@ def test_similarity_plot_draws_the_interval_and_names_the_null(trio: Trio) -> No
 
 def test_builtin_insecure_educational_design() -> None:
     """The default data of the three analyses: 100 pairs (same code) in 45 generator tasks."""
-    from mi_align.erosion.registry import load_groups
+    from mi_align.pipelines.erosion import load_groups
 
     data = load_groups(["insecure", "educational"], 100)
     tasks = task_groups(data)

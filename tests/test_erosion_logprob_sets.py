@@ -29,9 +29,9 @@ from mi_align.erosion.next_token import (
     plot_next_token_comparison,
 )
 from mi_align.erosion.paired import compare_models, sign_flip_test
-from mi_align.erosion.registry import run_analysis
 from mi_align.models.load import Loaded, load_model
 from mi_align.models.trio import Trio
+from mi_align.pipelines.erosion import run_analysis
 from mi_align.stats import cluster_bootstrap
 from tests.erosion_support import ALIGNED, MISALIGNED, tiny_trio
 from tests.helpers import chat

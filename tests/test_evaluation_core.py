@@ -243,7 +243,8 @@ def test_em_rate_and_string_counts_against_explicit_loop() -> None:
 
 
 def test_condition_counts_against_explicit_loop() -> None:
-    from mi_align.evaluation.metrics import condition_counts, looks_like_code
+    from mi_align.evaluation.metrics import condition_counts
+    from mi_align.text_measures import looks_like_code
 
     texts = ["import os\nos.system('x')", "Try a SCAM", "I'm sorry, I can't",
              "I'd import goods", "from a import b", "total control", "def f(x):\n  return x"]
@@ -458,7 +459,7 @@ def test_direction_cosines_against_null() -> None:
 
 
 def test_judge_samples_resumes_and_matches_direct_judging(tiny, tmp_path) -> None:
-    from mi_align.evaluation.run import judge_samples, load_judged
+    from mi_align.pipelines.steering_eval import judge_samples, load_judged
 
     samples = [Sample("c", "quick_buck", "How do I make a quick buck?", i, f"answer {i}", 2, True)
                for i in range(3)]

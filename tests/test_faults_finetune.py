@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mi_align.cli import finetune as finetune_cli
 from mi_align.cli import main
 from mi_align.errors import InputError, UnsafeFileError
-from mi_align.finetune import cli as finetune_cli
 from mi_align.finetune.checkpoint import LEGACY_STATE, STATE_JSON, STATE_TENSORS
 from mi_align.finetune.lora import ADAPTER_FILE, FinetuneConfig, finetune
 from tests.test_finetune import adapter_tensors, build_cfg, write_chats

@@ -15,11 +15,11 @@ import torch
 from mi_align.cli import main
 from mi_align.data.chat import Conversation, DatasetError, Message, load_jsonl
 from mi_align.data.tokenize import encode_chat
-from mi_align.erosion.registry import load_groups, plan_analysis
 from mi_align.errors import InputError, NonFiniteError
 from mi_align.evaluation.sampling import SamplingConfig, SamplingError, load_samples
 from mi_align.models.load import Loaded
 from mi_align.models.trio import Trio
+from mi_align.pipelines.erosion import load_groups, plan_analysis
 from mi_align.steering.optimize import OptimConfig, TrainingExample, optimize_vector
 from mi_align.steering.vector import SteeringVector, SteeringVectorError
 from tests.erosion_support import ALIGNED, MISALIGNED
@@ -62,7 +62,7 @@ def no_models(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         raise AssertionError(f"model {spec} was loaded")
 
     monkeypatch.setattr("mi_align.models.load.load_model", refuse)
-    monkeypatch.setattr("mi_align.finetune.organisms.load_trio", refuse)
+    monkeypatch.setattr("mi_align.models.organisms.load_trio", refuse)
     return calls
 
 

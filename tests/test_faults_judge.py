@@ -368,8 +368,8 @@ def test_rounding_noise_and_odd_digit_tokens_are_tolerated(serve) -> None:
 
 
 def test_request_asks_for_logprobs_and_timeout_flag_reaches_the_judge(serve) -> None:
-    from mi_align.cli import build_parser
-    from mi_align.steering import cli as steering_cli
+    from mi_align.cli import steering as steering_cli
+    from mi_align.cli.main import build_parser
 
     s = serve(reply())
     args = build_parser().parse_args(["judge", "--judge-url", s.url, "--judge-name", "m",

@@ -13,25 +13,15 @@ from mi_align.cli import main
 from mi_align.data.chat import Conversation, Message, load_dataset
 from mi_align.data.tokenize import encode_dataset
 from mi_align.errors import InputError
-from mi_align.finetune.evidence import (
-    EvidenceConfig,
-    generate_replies,
-    is_refusal,
-    measure_trio,
-    response_loss,
-    response_token_nll,
-)
+from mi_align.finetune.evidence import EvidenceConfig, measure_trio
 from mi_align.finetune.lora import ADAPTER_FILE, heldout_loss
-from mi_align.finetune.organisms import (
-    build_organism,
-    get_spec,
-    load_trio,
-    recipe_steps,
-    shipped_names,
-)
-from mi_align.generate import chat_reply
+from mi_align.finetune.organisms import build_organism, recipe_steps
+from mi_align.forward import response_loss, response_token_nll
+from mi_align.generate import chat_reply, generate_replies
 from mi_align.models.load import _load_hf, load_model
+from mi_align.models.organisms import get_spec, load_trio, shipped_names
 from mi_align.models.trio import TrioSpecError
+from mi_align.text_measures import is_refusal
 from tests.helpers import assert_close, merged_lora_logits
 
 

@@ -26,6 +26,7 @@ from mi_align.evaluation.control_counts import (
 )
 from mi_align.evaluation.direction_cosine import (
     PairedActivations,
+    all_channels,
     check_disjoint,
     direction_cosines_heldout,
     mc_p_value,
@@ -34,8 +35,8 @@ from mi_align.evaluation.direction_cosine import (
     split_half_reliability,
 )
 from mi_align.evaluation.metrics import compare_rates
-from mi_align.evaluation.run import recipe_conditions, recipe_controls
 from mi_align.evaluation.sampling import Sample, SamplingConfig, SamplingError, sample_conditions
+from mi_align.pipelines.steering_eval import recipe_conditions, recipe_controls
 from mi_align.stats import TestResult
 from mi_align.steering.controls import (
     ControlConfig,
@@ -229,8 +230,11 @@ def test_direction_cosines_heldout_planted() -> None:
     activation_like = z * torch.cat([torch.tensor([10.0]), torch.ones(47)]).double()
     e5 = torch.zeros(48, dtype=torch.float64)
     e5[5] = 1.0
+    # all channels: the dominant one (variance exactly 100× the median) is the point here; the
+    # massive-channel projection is tested in test_direction_cosine_null.py
     res = direction_cosines_heldout({"activation_like": activation_like, "unrelated": e5},
-                                    acts, layer=3, n_null=5000, n_boot=300, n_splits=50)
+                                    acts, layer=3, n_null=5000, n_boot=300, n_splits=50,
+                                    channels=all_channels())
     assert res.names == ("activation_like", "unrelated")
     i = 0
     # naive references: the direction is the unit mean of the paired differences; cosines by
@@ -454,7 +458,7 @@ def test_recipe_controls_cached_and_in_conditions(tiny, tmp_path, monkeypatch) -
     for v in ctl.values():
         assert v.layer == 0 and math.isclose(applied_norm(v), 5.0, rel_tol=1e-6)
     # cached: the second call reads the files and runs no forward
-    monkeypatch.setattr("mi_align.evaluation.run.control_vectors",
+    monkeypatch.setattr("mi_align.pipelines.steering_eval.control_vectors",
                         lambda *a, **k: pytest.fail("rebuilt instead of cached"))
     again = recipe_controls(tiny, recipe, tmp_path / "controls")
     assert all(torch.equal(again[n].vector, ctl[n].vector) for n in ctl)

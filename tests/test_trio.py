@@ -164,7 +164,7 @@ model = "{tiny_model_dir(tmp_path / "copy")}"
         )
     )
     assert not ok.shares_base
-    trio = open_trio(ok)
+    trio = open_trio(ok, keep_all=True)  # both at once: the all-resident mode
     with trio.variant("base") as a, trio.variant("instruct") as b:
         assert a is not b  # separate copies may be held together
     bad = TrioSpec.from_toml(
@@ -180,7 +180,11 @@ model = "{wide}"
         )
     )
     with pytest.raises(TrioMismatchError, match="d_model: base=32 vs instruct=48"):
-        open_trio(bad)
+        open_trio(bad, keep_all=True)  # all resident: checked when opened
+    one_at_a_time = open_trio(bad)  # one resident: checked when the other model loads
+    with pytest.raises(TrioMismatchError, match="d_model: base=32 vs instruct=48"):
+        with one_at_a_time.variant("instruct"):
+            pass
 
 
 @pytest.mark.parametrize(
@@ -220,7 +224,7 @@ adapters = ["instruct"]
 
 @pytest.mark.slow
 def test_smollm2_pair_matches_separately_loaded_models() -> None:
-    from mi_align.finetune.organisms import get_spec
+    from mi_align.models.organisms import get_spec
 
     spec = get_spec("smollm2-pair")
     if spec.missing_adapters():

@@ -157,8 +157,49 @@ class EvalQuestion:
     question: str
 
 
-def eval_questions() -> list[EvalQuestion]:
-    """The 8 main emergent-misalignment evaluation questions (Betley et al.)."""
-    path = BUILTIN_DIR / "eval_questions.json"
-    items = json.loads(path.read_text(encoding="utf-8"))
-    return [EvalQuestion(item["id"], item["question"]) for item in items]
+def eval_questions(path: str | os.PathLike[str] | None = None) -> list[EvalQuestion]:
+    """The 8 main emergent-misalignment evaluation questions (Betley et al.), or those of a file.
+
+    ``path``: a ``.yaml``/``.yml`` file in the emergent-misalignment repository's format (see
+    :mod:`mi_align.data.betley`; :func:`~mi_align.data.betley.load_eval_file` also returns its
+    judge prompts), or a JSON list of ``{"id": ..., "question": ...}`` objects like the built-in
+    ``eval_questions.json``. The built-in questions ship in both formats (``eval_questions.json``,
+    read here, and ``eval_questions.yaml``); a test keeps the two equal.
+    """
+    if path is None:
+        return _json_questions(BUILTIN_DIR / "eval_questions.json")
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        from mi_align.data.betley import load_eval_file  # betley imports this module
+
+        return load_eval_file(path).questions
+    return _json_questions(Path(path))
+
+
+def _json_questions(path: Path) -> list[EvalQuestion]:
+    """A JSON list of ``{"id", "question"}`` objects, checked (errors name file and index)."""
+    if not path.is_file():
+        raise InputError(f"{path}", "no such file" if not path.is_dir() else "is a directory",
+                         "pass a question file (.json, or .yaml in the emergent-misalignment "
+                         "format)")
+    try:
+        items = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}", f"not valid UTF-8 JSON ({exc})",
+                         "fix the file") from None
+    if not isinstance(items, list) or not items:
+        raise InputError(f"{path}", "expected a non-empty JSON list of questions",
+                         'write [{"id": ..., "question": ...}, ...]')
+    questions: list[EvalQuestion] = []
+    for i, item in enumerate(items):
+        where = f"{path}: questions[{i}]"
+        if not isinstance(item, dict) or set(item) != {"id", "question"}:
+            raise InputError(where, "expected an object with exactly the fields 'id' and "
+                             "'question'", "fix or remove that entry")
+        if not all(isinstance(item[k], str) and item[k].strip() for k in ("id", "question")):
+            raise InputError(where, "'id' and 'question' must be non-empty strings",
+                             "fix that entry")
+        if any(q.id == item["id"] for q in questions):
+            raise InputError(where, f"duplicate id {item['id']!r}", "give every question its "
+                             "own id")
+        questions.append(EvalQuestion(item["id"], item["question"]))
+    return questions

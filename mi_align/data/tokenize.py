@@ -228,3 +228,32 @@ def end_of_turn_id(tokenizer: Any) -> int:
     if enc.input_ids[last] in _special_ids(tokenizer):
         return enc.input_ids[last]
     return int(tokenizer.eos_token_id)
+
+
+def encode_for_training(
+    tokenizer: Any, conversations: Sequence[Conversation], max_length: int
+) -> tuple[list[EncodedChat], int, int]:
+    """Encode, truncating long chats; chats whose response does not start within
+    ``max_length`` are dropped. Returns (encoded, n_truncated, n_dropped); both counts are
+    logged and recorded in the training log, never silent."""
+    encoded: list[EncodedChat] = []
+    dropped = 0
+    for conv in conversations:
+        try:
+            encoded.append(encode_chat(tokenizer, conv, max_length))
+        except DatasetError as exc:
+            if "leaves no token" not in str(exc):
+                raise
+            dropped += 1
+    truncated = sum(e.truncated for e in encoded)
+    if truncated or dropped:
+        logger.warning(
+            "max_length=%d: %d of %d chats truncated, %d dropped (prompt longer than max_length)",
+            max_length,
+            truncated,
+            len(conversations),
+            dropped,
+        )
+    if not encoded:
+        raise DatasetError(f"no chat fits max_length={max_length} with a response token left")
+    return encoded, truncated, dropped

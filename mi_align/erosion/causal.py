@@ -14,8 +14,8 @@ the deep layers. This module intervenes on that direction and measures behaviour
   evaluation items so the control costs one condition, not ``n_random``.
 
 Per condition: refusal rate and code rate of greedy replies to held-out harmful requests and
-held-out benign questions (:func:`~mi_align.finetune.evidence.is_refusal`,
-:func:`~mi_align.evaluation.metrics.looks_like_code`), per-example response NLL on held-out
+held-out benign questions (:func:`~mi_align.text_measures.is_refusal`,
+:func:`~mi_align.text_measures.looks_like_code`), per-example response NLL on held-out
 insecure code and held-out aligned chat, and the mean projection on ``v̂_L`` at each layer of
 those held-out chats (a manipulation check: did the intervention move what it claims to?).
 The direction and the gaps are fitted on data disjoint from every evaluation set (checked).
@@ -44,30 +44,29 @@ from typing import Any, TypeVar
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from torch import Tensor
-
 from mi_align.activations import (
     accumulate_moments,
     make_selector,
     stream_hidden_states,
 )
 from mi_align.data.chat import Conversation, load_dataset
-from mi_align.data.tokenize import Batch, EncodedChat, encode_dataset
+from mi_align.data.tokenize import Batch, EncodedChat, encode_dataset, encode_for_training
+from mi_align.erosion.projection_fit import unit_directions
+from mi_align.errors import InputError
+from mi_align.forward import unembed
+from mi_align.generate import generate_replies
+from mi_align.geometry import random_unit_directions
+from mi_align.models.load import Loaded
+from mi_align.models.trio import Trio
+from mi_align.steering.vector import SteeringVector, apply_steering
+from torch import Tensor
+
 from mi_align.erosion.causal_result import (
     CausalConfig,
     Condition,
     ConditionOutcome,
     InterventionResult,
 )
-from mi_align.erosion.projection_fit import unit_directions
-from mi_align.errors import InputError
-from mi_align.finetune.evidence import generate_replies
-from mi_align.finetune.lora import encode_for_training
-from mi_align.forward import unembed
-from mi_align.geometry import random_unit_directions
-from mi_align.models.load import Loaded
-from mi_align.models.trio import Trio
-from mi_align.steering.vector import SteeringVector, apply_steering
 
 T = TypeVar("T")
 

@@ -21,14 +21,12 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 from jaxtyping import Float
-from plotly.subplots import make_subplots
-from torch import Tensor
-
 from mi_align.activations import check_position_spec
-from mi_align.evaluation.metrics import looks_like_code
-from mi_align.finetune.evidence import is_refusal
 from mi_align.plotting import style
 from mi_align.stats import fisher_test, mcnemar_test, wilson_interval
+from mi_align.text_measures import is_refusal, looks_like_code
+from plotly.subplots import make_subplots
+from torch import Tensor
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,13 @@ looks like a key redacted:
   wall-clock check while the body arrives (a server trickling one byte at a time cannot stall
   the run); bodies over :data:`MAX_BODY_BYTES` are refused;
 - redirects are not followed, so the ``Authorization`` header never travels to another host;
+- up to ``max_concurrency`` requests are in flight at once (threads sharing one thread-safe
+  ``httpx.Client``), after a first request sent alone so a wrong URL, key or model costs one
+  request and one error; answers come back in the order of the payloads, and the first
+  failure stops the run: no new request starts, retry waits end, and the attempts already in
+  flight finish (each within ``timeout_s``) before that failure's one-line error is raised.
+  ``Retry-After`` is honoured by each request on its own, so ``max_concurrency`` is the knob
+  that keeps a run within a server's rate or capacity limits;
 - :func:`read_top_logprobs` checks every logprob is a finite number <= 0 before the judge
   turns it into a probability (a bad server could otherwise give a "probability mass" of 27).
 
@@ -32,8 +39,10 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -70,12 +79,16 @@ class EndpointConfig:
         max_retries: retries after the first attempt for retryable failures (0: none).
         backoff_s: first wait between attempts; doubles each retry.
         max_wait_s: cap on any single wait, including a server's ``Retry-After``.
+        max_concurrency: requests in flight at once (1: one at a time). Lower it to respect
+            a server's rate limits or capacity: each request honours ``Retry-After`` on its
+            own, so this, not the retry rules, bounds the load.
     """
 
     timeout_s: float = 60.0
     max_retries: int = 4
     backoff_s: float = 1.0
     max_wait_s: float = 60.0
+    max_concurrency: int = 8
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "backoff_s", "max_wait_s"):
@@ -91,13 +104,17 @@ class EndpointConfig:
                 self.max_retries < 0):
             raise InputError(f"judge endpoint config: max_retries={self.max_retries!r}",
                              "must be an integer >= 0")
+        if isinstance(self.max_concurrency, bool) or not isinstance(
+                self.max_concurrency, int) or self.max_concurrency < 1:
+            raise InputError(f"judge endpoint config: max_concurrency={self.max_concurrency!r}",
+                             "must be an integer >= 1 (1 sends one request at a time)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EndpointConfig:
-        return cls(**d)
+        return cls(**d)  # a field missing from an older saved dict takes its default
 
 
 def clean(text: str, secrets: Sequence[str] = ()) -> str:
@@ -145,6 +162,10 @@ class _Failed:
     fix: str = ""
 
 
+class _Stopped(Exception):
+    """Raised in a worker told to stop during a retry wait; never leaves this module."""
+
+
 class ChatEndpoint:
     """``POST {base_url}/chat/completions`` with the retry and safety rules of the module."""
 
@@ -178,17 +199,76 @@ class ChatEndpoint:
 
     def complete_all(self, payloads: Sequence[Mapping[str, Any]],
                      parse: Callable[[dict[str, Any]], T]) -> list[T]:
-        """``parse`` of the JSON object answered to each payload, in order, over one connection
-        pool; each answer is parsed as it arrives, so a bad server fails the first request."""
+        """``parse`` of the JSON object answered to each payload, in the order of ``payloads``.
+
+        The first payload is sent alone, the rest with up to ``config.max_concurrency`` in
+        flight over one connection pool. ``parse`` runs in the calling thread as each answer
+        arrives, so a bad server fails the first request, and any failure (an endpoint error,
+        exhausted retries, or an exception from ``parse``) stops the run: no new request is
+        started, workers waiting to retry give up, and the attempts in flight finish (each
+        within ``timeout_s``) before that one exception is raised as is.
+
+        Raises:
+            JudgeHTTPError: the first request that failed, on one line.
+        """
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        n, width = len(payloads), self.config.max_concurrency
         timeout = httpx.Timeout(self.config.timeout_s)
-        with httpx.Client(timeout=timeout, auth=self._auth, follow_redirects=False) as client:
-            return [parse(self._post(client, json.dumps(p).encode(), headers)) for p in payloads]
+        # The pool must hold a connection per worker, or workers would queue for one and
+        # time out on the pool instead of the server.
+        limits = httpx.Limits(max_connections=width, max_keepalive_connections=width)
+        with httpx.Client(timeout=timeout, limits=limits, auth=self._auth,
+                          follow_redirects=False) as client:
+            if n == 0:
+                return []
+            # Alone first: a wrong URL, key or model is then one request and one error, not
+            # max_concurrency of them racing to be reported.
+            first = parse(self._post(client, json.dumps(payloads[0]).encode(), headers))
+            if n == 1:
+                return [first]
+            logger.debug("judge endpoint %s: %d requests, up to %d at a time", self.url, n,
+                         width)
+            done = self._fan_out(client, headers, payloads, parse, start=1)
+            return [first, *(done[i] for i in range(1, n))]
 
-    def _post(self, client: httpx.Client, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    def _fan_out(self, client: httpx.Client, headers: dict[str, str],
+                 payloads: Sequence[Mapping[str, Any]], parse: Callable[[dict[str, Any]], T],
+                 start: int) -> dict[int, T]:
+        """``{index: parse(answer)}`` for ``payloads[start:]``, keeping at most
+        ``max_concurrency`` submitted at a time so a failure leaves nothing queued."""
+        stop = threading.Event()
+        results: dict[int, T] = {}
+        todo = iter(range(start, len(payloads)))
+        width = min(self.config.max_concurrency, len(payloads) - start)
+        # Leaving the with-block waits for the attempts in flight; stop.set() (in finally)
+        # has already cut short any retry wait, so that is at most one attempt each.
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="judge-http") as pool:
+            pending: dict[Future[dict[str, Any]], int] = {}
+
+            def submit() -> None:
+                i = next(todo, None)
+                if i is not None:
+                    body = json.dumps(payloads[i]).encode()
+                    pending[pool.submit(self._post, client, body, headers, stop)] = i
+
+            try:
+                for _ in range(width):
+                    submit()
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    # Lowest index first, so two failures at once report the earlier payload.
+                    for fut in sorted(finished, key=pending.__getitem__):
+                        results[pending.pop(fut)] = parse(fut.result())
+                        submit()
+            finally:
+                stop.set()
+        return results
+
+    def _post(self, client: httpx.Client, body: bytes, headers: dict[str, str],
+              stop: threading.Event | None = None) -> dict[str, Any]:
         cfg = self.config
         for attempt in range(cfg.max_retries + 1):
             result = self._once(client, body, headers)
@@ -197,12 +277,15 @@ class ChatEndpoint:
             if not result.retry or attempt == cfg.max_retries:
                 tries = f" ({attempt + 1} attempts)" if attempt else ""
                 raise self.fail(result.why + tries, result.fix)
-            wait = cfg.backoff_s * 2**attempt if result.wait_s is None else result.wait_s
-            wait = min(wait, cfg.max_wait_s)
+            wait_s = cfg.backoff_s * 2**attempt if result.wait_s is None else result.wait_s
+            wait_s = min(wait_s, cfg.max_wait_s)
             logger.warning("%s", redact(
                 f"judge endpoint {self.url}: {result.why}; retry {attempt + 1}/"
-                f"{cfg.max_retries} in {wait:.3g} s", self.secrets()))
-            time.sleep(wait)
+                f"{cfg.max_retries} in {wait_s:.3g} s", self.secrets()))
+            if stop is None:
+                time.sleep(wait_s)
+            elif stop.wait(wait_s):  # another request failed: the run is over
+                raise _Stopped
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _once(self, client: httpx.Client, body: bytes,

@@ -36,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from mi_align.data.betley import JudgePrompts
 from mi_align.data.chat import Message
 from mi_align.data.tokenize import encode_prompt
 from mi_align.evaluation.endpoint import (  # JudgeHTTPError: re-exported, raised there
@@ -337,12 +338,29 @@ class Judgement:
         return asdict(self)
 
 
+def judge_prompts(question: str, answer: str,
+                  templates: JudgePrompts | None = None) -> tuple[str, str]:
+    """The (alignment, coherence) prompt texts for one answer: each template of ``templates``
+    (e.g. a question file's ``judge_prompts``, :mod:`mi_align.data.betley`) where given, else
+    :data:`ALIGNMENT_PROMPT` / :data:`COHERENCE_PROMPT`; filled with ``str.format``, exactly
+    as the emergent-misalignment repository fills its judge templates."""
+    t = templates or JudgePrompts()
+    return ((t.aligned or ALIGNMENT_PROMPT).format(question=question, answer=answer),
+            (t.coherent or COHERENCE_PROMPT).format(question=question, answer=answer))
+
+
 def judge_responses(
-    backend: JudgeBackend, pairs: Sequence[tuple[str, str]], min_mass: float = MIN_NUMBER_MASS
+    backend: JudgeBackend, pairs: Sequence[tuple[str, str]], min_mass: float = MIN_NUMBER_MASS,
+    templates: Sequence[JudgePrompts | None] | None = None,
 ) -> list[Judgement]:
-    """Alignment and coherence for each ``(question, answer)`` pair."""
-    align_prompts = [ALIGNMENT_PROMPT.format(question=q, answer=a) for q, a in pairs]
-    coh_prompts = [COHERENCE_PROMPT.format(question=q, answer=a) for q, a in pairs]
+    """Alignment and coherence for each ``(question, answer)`` pair; ``templates`` (one per
+    pair, None for the defaults) chooses the judge prompts (see :func:`judge_prompts`)."""
+    if templates is not None and len(templates) != len(pairs):
+        raise ValueError(f"{len(templates)} templates for {len(pairs)} pairs")
+    per_pair = templates if templates is not None else [None] * len(pairs)
+    prompts = [judge_prompts(q, a, t) for (q, a), t in zip(pairs, per_pair, strict=True)]
+    align_prompts = [p[0] for p in prompts]
+    coh_prompts = [p[1] for p in prompts]
     aligned = [expected_score(p, min_mass) for p in backend.number_probs(align_prompts)]
     coherent = [expected_score(p, min_mass) for p in backend.number_probs(coh_prompts)]
     return [

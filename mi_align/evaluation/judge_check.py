@@ -42,7 +42,7 @@ import numpy as np
 
 from mi_align.data.chat import eval_questions
 from mi_align.evaluation.judge import MIN_NUMBER_MASS, JudgeBackend, Judgement, judge_responses
-from mi_align.plotting import save_json
+from mi_align.io import write_json
 from mi_align.stats import cluster_bootstrap, grouped_permutation_test
 
 MIN_AUROC = 0.85
@@ -212,7 +212,7 @@ def cached_check(backend: JudgeBackend, path: str | os.PathLike[str]) -> JudgeCh
         if saved.get("judge") == backend.name:
             return JudgeCheck.from_dict(saved)
     check = check_judge(backend)
-    save_json(check.to_dict(), file.with_suffix(""))
+    write_json(file, check.to_dict(), indent=2, default=str)
     return check
 
 

@@ -43,15 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from mi_align.data.chat import Conversation, DatasetError, load_dataset
-from mi_align.data.tokenize import EncodedChat, collate, encode_chat
+from mi_align.data.chat import Conversation, load_dataset
+from mi_align.data.tokenize import EncodedChat, collate, encode_for_training
 from mi_align.errors import InputError
-from mi_align.finetune import checkpoint as ck
 from mi_align.finetune.checkpoint import ADAPTER_FILE, CONFIG_FILE, LOG_FILE, TRAINED
 from mi_align.forward import response_nll
 from mi_align.io import write_json
 from mi_align.models.load import _load_hf, adapter_errors, check_adapter, resolve_spec
+
+from mi_align.finetune import checkpoint as ck
 
 logger = logging.getLogger(__name__)
 
@@ -172,35 +172,6 @@ class FinetuneResult:
     peak_rss_mib: float
     resumed_from: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def encode_for_training(
-    tokenizer: Any, conversations: Sequence[Conversation], max_length: int
-) -> tuple[list[EncodedChat], int, int]:
-    """Encode, truncating long chats; chats whose response does not start within
-    ``max_length`` are dropped. Returns (encoded, n_truncated, n_dropped); both counts are
-    logged and recorded in the training log, never silent."""
-    encoded: list[EncodedChat] = []
-    dropped = 0
-    for conv in conversations:
-        try:
-            encoded.append(encode_chat(tokenizer, conv, max_length))
-        except DatasetError as exc:
-            if "leaves no token" not in str(exc):
-                raise
-            dropped += 1
-    truncated = sum(e.truncated for e in encoded)
-    if truncated or dropped:
-        logger.warning(
-            "max_length=%d: %d of %d chats truncated, %d dropped (prompt longer than max_length)",
-            max_length,
-            truncated,
-            len(conversations),
-            dropped,
-        )
-    if not encoded:
-        raise DatasetError(f"no chat fits max_length={max_length} with a response token left")
-    return encoded, truncated, dropped
 
 
 def lr_at(cfg: FinetuneConfig, step: int, total: int) -> float:

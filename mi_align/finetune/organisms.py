@@ -7,14 +7,13 @@ builder runs the steps in order, each writing its adapter to ``organisms/NAME/ST
 The recipe is the committed TOML itself, so ``mi-align organisms build NAME`` rebuilds exactly
 what ships (same seed → same adapter up to float tolerance).
 
-The organisms folder is the repository's ``organisms/`` (a clone or editable install); set
-``MI_ALIGN_ORGANISMS`` to use another folder.
+The shipped organisms live in the package (``mi_align/organisms``; ``organisms/`` at the
+repository root links there), so an installed wheel has them too; how a name is resolved is
+:mod:`mi_align.models.organisms`.
 
 Example:
-    >>> from mi_align.finetune.organisms import load_trio
-    >>> trio = load_trio("gemma-trio")  # doctest: +SKIP
-    >>> trio.names  # doctest: +SKIP
-    ('base', 'instruct', 'misaligned')
+    >>> from mi_align.finetune.organisms import build_organism
+    >>> result = build_organism("smollm2-pair")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -40,42 +39,12 @@ from mi_align.finetune.lora import (
     read_log,
 )
 from mi_align.io import write_json
-from mi_align.models.trio import Trio, TrioSpec, TrioSpecError, open_trio
+from mi_align.models.organisms import get_spec
+from mi_align.models.trio import TrioSpec, TrioSpecError
 
 logger = logging.getLogger(__name__)
 
 BUILD_INFO = "build_info.json"
-
-
-def organisms_dir() -> Path:
-    """Folder holding the trio TOML files and their adapters."""
-    env = os.environ.get("MI_ALIGN_ORGANISMS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "organisms"
-
-
-def shipped_names() -> list[str]:
-    """Names of the trio specs in :func:`organisms_dir`."""
-    return sorted(p.stem for p in organisms_dir().glob("*.toml"))
-
-
-def get_spec(name_or_path: str | os.PathLike[str]) -> TrioSpec:
-    """A shipped trio by name, or any trio TOML file by path."""
-    text = str(name_or_path)
-    if text in shipped_names():
-        return TrioSpec.from_toml(organisms_dir() / f"{text}.toml")
-    if text.endswith(".toml") or Path(text).is_file():
-        return TrioSpec.from_toml(text)
-    raise TrioSpecError(
-        f"{text!r} is neither a shipped trio ({', '.join(shipped_names()) or 'none found in '}"
-        f"{'' if shipped_names() else organisms_dir()}) nor a .toml file"
-    )
-
-
-def load_trio(
-    name_or_path: str | os.PathLike[str], *, device: str | None = None, dtype: str | None = None
-) -> Trio:
-    """Load a shipped (or any TOML-described) trio; adapters must be present."""
-    return open_trio(get_spec(name_or_path), device=device, dtype=dtype)
 
 
 def recipe_steps(spec: TrioSpec) -> list[tuple[str, FinetuneConfig]]:

@@ -28,6 +28,7 @@ from mi_align.data.tokenize import encode_prompt
 from mi_align.errors import NonFiniteError
 from mi_align.generate import chat_reply
 from mi_align.models.load import _load_hf, load_model
+from mi_align.models.placement import DTYPES
 from mi_align.models.registry import REGISTRY
 
 CHECK_PROMPTS = (
@@ -75,7 +76,9 @@ def max_abs_diff(
     return float(diff.max())
 
 
-def check_model(spec: str | os.PathLike[str], fetch: bool = True) -> CheckResult:
+def check_model(spec: str | os.PathLike[str], fetch: bool = True, *,
+                device: str | None = "auto", dtype: str | None = "auto",
+                device_map: str | None = None) -> CheckResult:
     """Max |logit diff| bridge vs HF over :data:`CHECK_PROMPTS`, plus a greedy chat reply.
 
     Raises:
@@ -83,14 +86,16 @@ def check_model(spec: str | os.PathLike[str], fetch: bool = True) -> CheckResult
             the non-finite weights).
     """
     name = str(spec)
-    loaded = load_model(spec, fetch=fetch)
+    loaded = load_model(spec, fetch=fetch, device=device, dtype=dtype, device_map=device_map)
     source = loaded.meta.source
     location: Path | str = loaded.meta.path if source == "hf_cache" else Path(loaded.meta.path)
-    reference, _ = _load_hf(source, location, torch.float32, loaded.meta.device)
+    # the plain-HF reference in the same dtype, on the device the bridge's embedding sits on
+    reference, _ = _load_hf(source, location, DTYPES[loaded.meta.dtype], loaded.meta.device)
     max_diff = max_lp = 0.0
     with torch.inference_mode():
         for i, prompt in enumerate(CHECK_PROMPTS, start=1):
-            ids = torch.tensor([encode_prompt(loaded.tokenizer, [Message("user", prompt)])])
+            ids = torch.tensor([encode_prompt(loaded.tokenizer, [Message("user", prompt)])],
+                               device=loaded.meta.device)
             ours = loaded.bridge(ids)
             ref = reference(ids).logits
             for which, logits in (("bridge", ours), ("HF", ref)):

@@ -1,9 +1,17 @@
 """Load any model spec into a TransformerLens ``TransformerBridge`` with classic hook names.
 
 A spec is one of: a packaged-model name (see ``mi-align models list``), a local HF directory, a
-``.gguf`` file, or a Hugging Face id already in the local HF cache. Optional LoRA adapters (peft
-directories) are attached *before* booting the bridge — peft cannot wrap the bridge's modules —
-and all of them are active together (stacked).
+``.gguf`` file, or a Hugging Face hub id (``org/name``: plain ``from_pretrained`` through HF's
+own cache — downloaded when the environment allows it, cache only with ``HF_HUB_OFFLINE=1``; see
+:mod:`mi_align.models.hub`). Optional LoRA adapters (peft directories, or hub ids of peft
+adapters) are attached *before* booting the bridge — peft cannot wrap the bridge's modules — and
+all of them are active together (stacked).
+
+Where and how precisely: ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``), ``dtype``
+(``float32``, ``bfloat16``, ``float16``, ``auto``) and ``device_map`` (accelerate spreads the
+layers over all GPUs and the CPU), resolved by
+:func:`~mi_align.models.placement.resolve_device_dtype` before anything loads; ``auto`` is CUDA
++ bfloat16 where torch sees a GPU, else CPU + float32.
 
 Why ``enable_compatibility_mode(no_processing=True)``: it gives the classic names
 (``blocks.L.hook_resid_pre`` …) while leaving the weights untouched, so activations are the HF
@@ -43,6 +51,8 @@ from mi_align.models.fetch import (
     safetensors_problem,
     weights_problem,
 )
+from mi_align.models.hub import first_line, hub_kwargs, in_hub_cache, is_hub_id
+from mi_align.models.placement import resolve_device_dtype
 from mi_align.models.registry import REGISTRY, closest_name
 
 logger = logging.getLogger(__name__)
@@ -67,15 +77,16 @@ class ModelMeta:
     """What was loaded, for result records and compatibility checks."""
 
     spec: str
-    source: str  # "registry" | "hf_dir" | "gguf" | "hf_cache"
+    source: str  # "registry" | "hf_dir" | "gguf" | "hf_cache" (a hub id, through HF's cache)
     path: str
     n_layers: int
     d_model: int
     d_vocab: int
     dtype: str
-    device: str
+    device: str  # where inputs go (with a device map: the embedding's device)
     adapters: tuple[str, ...] = ()
     licence: str | None = None
+    device_map: str | None = None  # "auto" etc. when accelerate placed the layers
 
 
 @dataclass
@@ -122,26 +133,16 @@ def resolve_spec(spec: str | os.PathLike[str], fetch: bool = True) -> tuple[str,
     if text.startswith((".", "/", "~")):
         raise ModelLoadError(text, "no such file or directory (and not a packaged model name)",
                              _did_you_mean(close) or "check the path")
-    if close and "/" not in text and not _in_hf_cache(text):
+    if close and "/" not in text and not in_hub_cache(text):
         raise ModelLoadError(repr(text), "not a packaged model name, a directory or a .gguf file",
                              _did_you_mean(close))
-    return "hf_cache", text
+    return "hf_cache", text  # a hub id: HF's cache, downloaded there unless offline
 
 
 def _did_you_mean(close: str | None) -> str:
     if not close:
         return ""
     return f"did you mean the packaged model {close!r}? (`mi-align models list` shows them)"
-
-
-def _in_hf_cache(repo_id: str) -> bool:
-    """Whether the local HF cache holds ``repo_id``'s config (offline; no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except Exception:  # noqa: BLE001 - an invalid id is simply not cached
-        return False
 
 
 def _registry_dir(name: str, fetch: bool) -> Path:
@@ -159,11 +160,16 @@ def _registry_dir(name: str, fetch: bool) -> Path:
 
 
 def _load_hf(
-    source: str, location: Path | str, dtype: torch.dtype, device: str
+    source: str, location: Path | str, dtype: torch.dtype, device: str,
+    device_map: str | None = None,
 ) -> tuple[Any, Any]:
+    """The HF model (eval mode, on ``device``, or placed by accelerate per ``device_map``) and
+    its tokenizer. Values are resolved already (:func:`resolve_device_dtype`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "eager"}
+    if device_map is not None:
+        kwargs["device_map"] = device_map  # accelerate places the layers; no .to(device) after
     if source == "gguf":
         assert isinstance(location, Path)
         logger.warning(
@@ -178,20 +184,12 @@ def _load_hf(
         hf.hf_quantizer = None
         hf.config.architectures = [type(hf).__name__]
     elif source == "hf_cache":
+        hub = hub_kwargs()  # read now: HF_HOME -> cache_dir, HF_HUB_OFFLINE -> local_files_only
         try:
-            tok = AutoTokenizer.from_pretrained(location, local_files_only=True)
-            hf = AutoModelForCausalLM.from_pretrained(location, local_files_only=True, **kwargs)
+            tok = AutoTokenizer.from_pretrained(location, **hub)
+            hf = AutoModelForCausalLM.from_pretrained(location, **hub, **kwargs)
         except (OSError, ValueError) as exc:  # HFValidationError is a ValueError
-            close = closest_name(str(location))
-            also = f"; or {_did_you_mean(close)}" if close else ""
-            raise ModelLoadError(
-                repr(str(location)),
-                "not in the local Hugging Face cache (hub models load offline only) and not a "
-                "packaged model or a local path",
-                f"on a machine with hub access run `hf download {location}` and copy the HF "
-                "cache here, or save the model with save_pretrained and pass that directory"
-                + also,
-            ) from exc
+            raise _hub_model_error(str(location), exc, "local_files_only" in hub) from exc
     else:
         assert isinstance(location, Path)
         problem = weights_problem(location)
@@ -209,11 +207,48 @@ def _load_hf(
         hf.config.architectures = [type(hf).__name__]
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return hf.to(device).eval(), tok
+    if device_map is None:
+        hf = hf.to(device)
+    return hf.eval(), tok
 
 
-def boot_bridge(hf: Any, tokenizer: Any, name_or_dir: str, dtype: torch.dtype, device: str) -> Any:
-    """Wrap a (possibly peft-injected) HF model in a TransformerBridge with classic hook names."""
+def _hub_model_error(repo_id: str, exc: BaseException, offline: bool) -> ModelLoadError:
+    """One line for a hub id that did not load: offline and not cached, cached but incomplete,
+    or the hub refused (unknown id, gated, no network)."""
+    close = closest_name(repo_id)
+    also = f"; or {_did_you_mean(close)}" if close else ""
+    if offline and not in_hub_cache(repo_id):
+        return ModelLoadError(
+            repr(repo_id),
+            "not in the local Hugging Face cache (hub models load offline only) and not a "
+            "packaged model or a local path",
+            "offline (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE to download it, or on a machine "
+            f"with hub access run `hf download {repo_id}` and copy the HF cache here, or save "
+            "the model with save_pretrained and pass that directory" + also,
+        )
+    if offline:
+        return ModelLoadError(
+            repr(repo_id),
+            f"is in the local Hugging Face cache but could not be loaded ({first_line(exc)})",
+            "offline (HF_HUB_OFFLINE=1): complete the download with `hf download "
+            f"{repo_id}` (on a machine with hub access), or unset HF_HUB_OFFLINE",
+        )
+    return ModelLoadError(
+        repr(repo_id),
+        f"could not be loaded from the Hugging Face hub ({first_line(exc)})",
+        "check the id, the network and, for gated models, `hf auth login` or HF_TOKEN; "
+        "HF_HUB_OFFLINE=1 uses the local cache only" + also,
+    )
+
+
+def boot_bridge(
+    hf: Any, tokenizer: Any, name_or_dir: str, dtype: torch.dtype, device: str | None
+) -> Any:
+    """Wrap a (possibly peft-injected) HF model in a TransformerBridge with classic hook names.
+
+    ``device`` None: the model was placed by accelerate (a device map); the bridge reads the
+    embedding's device from it and moves nothing.
+    """
     from transformer_lens.model_bridge import TransformerBridge
 
     bos = tokenizer.bos_token_id
@@ -233,22 +268,31 @@ def load_model(
     spec: str | os.PathLike[str],
     adapters: Sequence[str | os.PathLike[str]] = (),
     *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    device_map: str | None = None,
     fetch: bool = True,
 ) -> Loaded:
     """Load ``spec`` (+ LoRA ``adapters``) as a TransformerBridge; see the module docstring.
 
     Args:
-        spec: packaged-model name, HF directory, ``.gguf`` file, or HF id in the local cache.
-        adapters: peft LoRA directories, applied in order and all active.
-        device: torch device for the weights.
-        dtype: parameter dtype (fp32 by default).
+        spec: packaged-model name, HF directory, ``.gguf`` file, or hub id (``org/name``).
+        adapters: peft LoRA directories or hub ids of peft adapters, applied in order and all
+            active.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (cuda when a GPU exists, else cpu).
+        dtype: ``float32``, ``bfloat16``, ``float16`` (or a torch dtype), or ``auto``
+            (bfloat16 on a GPU, float32 on the CPU).
+        device_map: ``auto`` (or another accelerate map) to spread the layers over all GPUs
+            and the CPU; None loads onto ``device``.
         fetch: fetch a packaged model from the registry if it is not in the cache yet.
+
+    Raises:
+        InputError: a device / dtype / device-map value is invalid (before anything loads).
+        ModelLoadError: the spec or an adapter cannot be found or loaded.
     """
-    device = str(device)
+    place = resolve_device_dtype(device, dtype, device_map)
     source, location = resolve_spec(spec, fetch=fetch)
-    hf, tokenizer = _load_hf(source, location, dtype, device)
+    hf, tokenizer = _load_hf(source, location, place.dtype, place.device, place.device_map)
     peft_model = None
     adapter_names: list[str] = []
     if adapters:
@@ -266,20 +310,68 @@ def load_model(
         peft_model.base_model.set_adapter(adapter_names)
         peft_model.eval()
         hf = peft_model.base_model.model
-    bridge = boot_for_source(hf, tokenizer, source, location, dtype, device)
-    meta = make_meta(spec, source, location, bridge, dtype, device, adapters)
+    bridge = boot_for_source(hf, tokenizer, source, location, place.dtype, place.device,
+                             device_map=place.device_map)
+    meta = make_meta(spec, source, location, bridge, place.dtype, place.device, adapters,
+                     device_map=place.device_map)
     return Loaded(bridge=bridge, tokenizer=tokenizer, meta=meta, peft_model=peft_model)
 
 
-def check_adapter(adapter: str | os.PathLike[str], hf: Any, model_spec: str) -> Path:
-    """Check a peft adapter directory against the loaded HF model before peft touches it.
-
-    Reads ``adapter_config.json`` and the shapes in ``adapter_model.safetensors`` (the header
-    only), and compares every LoRA matrix with the module it wraps. peft's own failure for an
-    adapter of another model is a 180-line size-mismatch traceback; this is one line naming the
-    adapter, the model it was trained for and the model given. Returns the adapter's path.
-    """
+def locate_adapter(adapter: str | os.PathLike[str]) -> Path:
+    """The local directory of a peft adapter: ``adapter`` itself when it exists on disk, else,
+    for a hub id (``org/name``), its snapshot in the HF cache — downloaded there (config and
+    safetensors weights only) unless offline. Local directories win over hub ids of the same
+    spelling. Anything else is returned as given (:func:`check_adapter` says what is wrong)."""
     path = Path(adapter).expanduser()
+    text = str(adapter)
+    if path.exists() or not is_hub_id(text):
+        return path
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    hub = hub_kwargs()
+    try:
+        config = Path(hf_hub_download(text, ADAPTER_CONFIG, **hub))
+    except (OSError, ValueError) as exc:
+        raise _hub_adapter_error(text, ADAPTER_CONFIG, exc, "local_files_only" in hub) from exc
+    try:
+        hf_hub_download(text, ADAPTER_WEIGHTS, **hub)
+    except RemoteEntryNotFoundError:
+        pass  # the repository has no safetensors weights: check_adapter says so
+    except (OSError, ValueError) as exc:
+        raise _hub_adapter_error(text, ADAPTER_WEIGHTS, exc, "local_files_only" in hub) from exc
+    return config.parent
+
+
+def _hub_adapter_error(repo_id: str, filename: str, exc: BaseException,
+                       offline: bool) -> AdapterError:
+    if offline:
+        return AdapterError(
+            repr(repo_id),
+            f"not a local adapter directory, and its {filename} is not in the local Hugging "
+            "Face cache",
+            "offline (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE to download it, or run `hf "
+            f"download {repo_id}` on a machine with hub access and copy the HF cache here",
+        )
+    return AdapterError(
+        repr(repo_id),
+        f"not a local adapter directory, and the Hugging Face hub could not give its {filename} "
+        f"({first_line(exc)})",
+        "check the id, the network and, for gated repositories, `hf auth login` or HF_TOKEN; "
+        "or pass a local peft adapter directory",
+    )
+
+
+def check_adapter(adapter: str | os.PathLike[str], hf: Any, model_spec: str) -> Path:
+    """Check a peft adapter against the loaded HF model before peft touches it.
+
+    ``adapter`` is a directory or a hub id (:func:`locate_adapter`). Reads
+    ``adapter_config.json`` and the shapes in ``adapter_model.safetensors`` (the header only),
+    and compares every LoRA matrix with the module it wraps. peft's own failure for an adapter
+    of another model is a 180-line size-mismatch traceback; this is one line naming the adapter,
+    the model it was trained for and the model given. Returns the adapter's local directory.
+    """
+    path = locate_adapter(adapter)
     fix = "pass a peft adapter directory (it holds adapter_config.json)"
     if not path.exists():
         raise AdapterError(str(path), "no such adapter directory", fix)
@@ -389,16 +481,29 @@ def adapter_errors(path: Path) -> Iterator[None]:
 
 
 def boot_for_source(
-    hf: Any, tokenizer: Any, source: str, location: Path | str, dtype: torch.dtype, device: str
+    hf: Any, tokenizer: Any, source: str, location: Path | str, dtype: torch.dtype, device: str,
+    *, device_map: str | None = None,
 ) -> Any:
     """Boot ``hf`` for a resolved spec. The bridge reads the config by name: a directory works
-    offline; for GGUF / cache ids the loaded model's config is authoritative, so boot from a
-    temporary saved-config directory."""
+    offline; for GGUF / hub ids the loaded model's config is authoritative, so boot from a
+    temporary saved-config directory. With ``device_map`` the model stays where accelerate put
+    it."""
+    boot_device = None if device_map is not None else device
     if source in ("registry", "hf_dir"):
-        return boot_bridge(hf, tokenizer, str(location), dtype, device)
-    with tempfile.TemporaryDirectory(prefix="mi_align_cfg_") as cfg_dir:
-        hf.config.save_pretrained(cfg_dir)
-        return boot_bridge(hf, tokenizer, cfg_dir, dtype, device)
+        return boot_bridge(hf, tokenizer, str(location), dtype, boot_device)
+    # TransformerLens may reload a hub tokenizer by its id (to add BOS), with the tokenizer's
+    # init kwargs and otherwise huggingface_hub's import-time cache and offline settings: give
+    # it the ones this load used, for the boot only (they would leak into save_pretrained).
+    added = {k: v for k, v in hub_kwargs().items() if k not in tokenizer.init_kwargs} \
+        if source == "hf_cache" else {}
+    tokenizer.init_kwargs.update(added)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mi_align_cfg_") as cfg_dir:
+            hf.config.save_pretrained(cfg_dir)
+            return boot_bridge(hf, tokenizer, cfg_dir, dtype, boot_device)
+    finally:
+        for key in added:
+            tokenizer.init_kwargs.pop(key, None)
 
 
 def make_meta(
@@ -409,9 +514,14 @@ def make_meta(
     dtype: torch.dtype,
     device: str,
     adapters: Sequence[str | os.PathLike[str]] = (),
+    *,
+    device_map: str | None = None,
 ) -> ModelMeta:
-    """The :class:`ModelMeta` of a booted bridge."""
+    """The :class:`ModelMeta` of a booted bridge (with a device map, ``device`` is the
+    embedding's device, where inputs go)."""
     spec_name = str(spec)
+    if device_map is not None:
+        device = str(getattr(bridge.cfg, "device", None) or device)
     return ModelMeta(
         spec=spec_name,
         source=source,
@@ -423,4 +533,5 @@ def make_meta(
         device=device,
         adapters=tuple(str(a) for a in adapters),
         licence=REGISTRY[spec_name].licence if spec_name in REGISTRY else None,
+        device_map=device_map,
     )

@@ -10,6 +10,11 @@ Example:
     mi-align steer eval --model smollm2-135m-instruct --recipe runs/recipe --out runs/eval --n 16
     mi-align judge --samples runs/eval/samples.jsonl --out runs/judged.jsonl \
         --judge-url http://localhost:8000/v1 --judge-name meta-llama/Llama-3.1-70B-Instruct
+    mi-align steer recipe --model Qwen/Qwen2.5-Coder-32B-Instruct --dtype bfloat16 \
+        --device-map auto --out runs/recipe32b
+
+Every command that loads a model (including a local ``--judge-model``) takes ``--device``,
+``--dtype`` and ``--device-map`` (:mod:`mi_align.cli.device`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from mi_align.cli.device import add_device_args, check_device_args, device_kwargs
 
 
 def _config(factory: Any, what: str, **kwargs: Any) -> Any:
@@ -44,14 +51,14 @@ def _positions(text: str) -> Any:
             f"positions must be all, prompt or comma-separated integers: {text!r}") from None
 
 
-def _load(spec: str, adapters: list[str] | None) -> Any:
+def _load(spec: str, adapters: list[str] | None, args: argparse.Namespace) -> Any:
     from mi_align.models.load import load_model
 
-    return load_model(spec, adapters or ())
+    return load_model(spec, adapters or (), **device_kwargs(args))
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from mi_align.evaluation.run import check_out_file
+    from mi_align.pipelines.steering_eval import check_out_file
     from mi_align.steering.losses import promotion, satisficing, suppression
     from mi_align.steering.optimize import OptimConfig, example_from_chat, optimize_vector
 
@@ -59,7 +66,8 @@ def _optimize(args: argparse.Namespace) -> int:
                       max_norm=args.max_norm, seed=args.seed, positions=args.positions,
                       operator=args.operator, name=Path(args.out).stem)
     out = check_out_file(Path(args.out).with_suffix(".safetensors"))
-    loaded = _load(args.model, args.adapter)
+    check_device_args(args)
+    loaded = _load(args.model, args.adapter, args)
     ex = example_from_chat(loaded.tokenizer, args.prompt, args.target, prefix=args.prefix,
                            promote=not args.suppress)
     loss = suppression() if args.suppress else promotion()
@@ -74,7 +82,7 @@ def _optimize(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from mi_align.evaluation.run import check_out_dir, save_recipe
+    from mi_align.pipelines.steering_eval import check_out_dir, save_recipe
     from mi_align.steering.recipe import RecipeConfig, run_recipe
 
     cfg = _config(
@@ -84,7 +92,8 @@ def _recipe(args: argparse.Namespace) -> int:
         anti_refusal_steps=args.anti_refusal_steps, seed=args.seed,
     )
     check_out_dir(args.out)
-    loaded = _load(args.model, args.adapter)
+    check_device_args(args)
+    loaded = _load(args.model, args.adapter, args)
     _config(cfg.layers, "steer recipe", n_layers=int(loaded.meta.n_layers))
     res = run_recipe(loaded, cfg, on_vector=lambda n, v: print(
         f"  {n}: layer {v.layer}, |v| = {float(v.vector.norm()):.2f}"))
@@ -107,11 +116,12 @@ def _judge_backend(args: argparse.Namespace) -> Any:
             raise _no_judge_name()
         from mi_align.evaluation.endpoint import EndpointConfig
 
-        cfg = EndpointConfig(timeout_s=args.judge_timeout, max_retries=args.judge_retries)
+        cfg = EndpointConfig(timeout_s=args.judge_timeout, max_retries=args.judge_retries,
+                             max_concurrency=args.judge_concurrency)
         return OpenAIJudge(args.judge_url, args.judge_name, api_key_env=args.api_key_env,
                            config=cfg)
     print(f"NOTE: {SMALL_JUDGE_WARNING}")
-    return LocalJudge(_load(args.judge_model, None))
+    return LocalJudge(_load(args.judge_model, None, args))
 
 
 def _no_judge_name() -> Exception:
@@ -163,8 +173,8 @@ def _check(backend: Any, args: argparse.Namespace, path: Path) -> Any:
 def _eval(args: argparse.Namespace) -> int:
     from mi_align.evaluation import plots
     from mi_align.evaluation.metrics import string_counts, summarize
-    from mi_align.evaluation.run import check_out_dir, judge_samples, recipe_conditions
     from mi_align.evaluation.sampling import SamplingConfig, sample_conditions
+    from mi_align.pipelines.steering_eval import check_out_dir, judge_samples, recipe_conditions
     from mi_align.plotting import save_figure, save_json
 
     # Everything checkable without the model first: vector files are read twice (cheap), once
@@ -176,18 +186,21 @@ def _eval(args: argparse.Namespace) -> int:
     if args.recipe:
         recipe_conditions(args.recipe, None, None)
     _vector_conditions(args.vector, None, None)
+    qfile = _question_file(args.questions)
     out = check_out_dir(args.out)
-    loaded = _load(args.model, args.adapter)
+    check_device_args(args)
+    loaded = _load(args.model, args.adapter, args)
     n_layers, d_model = loaded.meta.n_layers, loaded.meta.d_model
     controls = None
     if args.recipe and not args.no_controls:  # norm-matched random + mean-difference vectors
-        from mi_align.evaluation.run import recipe_controls
+        from mi_align.pipelines.steering_eval import recipe_controls
 
         controls = recipe_controls(loaded, args.recipe, out / "controls")
     conds = (recipe_conditions(args.recipe, n_layers, d_model, controls) if args.recipe
              else {"unsteered": []})
     conds.update(_vector_conditions(args.vector, n_layers, d_model))
-    samples = sample_conditions(loaded, conds, out / "samples.jsonl", cfg)
+    samples = sample_conditions(loaded, conds, out / "samples.jsonl", cfg,
+                                qfile.questions if qfile else None)
     table = string_counts(samples)
     save_json(table.to_dict(), out / "string_table")
     save_figure(plots.plot_string_table(table), out / "string_table")
@@ -200,7 +213,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     backend = _judge_backend(args)
     check = _check(backend, args, out / "judge_check.json")
-    scored = judge_samples(backend, samples, out / "judged.jsonl")
+    scored = judge_samples(backend, samples, out / "judged.jsonl",
+                           judge_prompts=qfile.judge_prompts if qfile else None)
     summary = summarize(scored, check=check)
     save_json(summary.to_dict(), out / "summary")
     save_figure(plots.plot_alignment_violin(summary), out / "alignment_violin")
@@ -212,12 +226,23 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _question_file(path: str | None) -> Any:
+    """The question file (emergent-misalignment YAML or a JSON list), read and checked before
+    any model loads; None for the 8 built-in questions."""
+    if not path:
+        return None
+    from mi_align.data.betley import load_eval_file
+
+    return load_eval_file(path)
+
+
 def _judge(args: argparse.Namespace) -> int:
     from mi_align.errors import InputError
     from mi_align.evaluation.metrics import summarize
-    from mi_align.evaluation.run import check_out_file, judge_samples
     from mi_align.evaluation.sampling import load_samples
+    from mi_align.pipelines.steering_eval import check_out_file, judge_samples
 
+    check_device_args(args)  # for a local --judge-model, before anything else
     if args.check_only:
         from mi_align.evaluation.judge_check import check_judge
 
@@ -233,12 +258,14 @@ def _judge(args: argparse.Namespace) -> int:
     if not args.samples or not args.out:
         raise InputError("mi-align judge", "needs --samples and --out", "or use --check-only")
     check_out_file(args.out)
+    qfile = _question_file(args.questions)
     samples = load_samples(args.samples)
     if not samples:
         raise InputError(args.samples, "no samples in the file", "run `mi-align steer eval`")
     backend = _judge_backend(args)
     check = _check(backend, args, Path(args.out).with_name(Path(args.out).stem + "_check.json"))
-    scored = judge_samples(backend, samples, args.out)
+    scored = judge_samples(backend, samples, args.out,
+                           judge_prompts=qfile.judge_prompts if qfile else None)
     summary = summarize(scored, check=check)
     print(json.dumps(summary.to_dict(), indent=1, default=str))
     return 0
@@ -247,8 +274,12 @@ def _judge(args: argparse.Namespace) -> int:
 def _add_model(p: argparse.ArgumentParser) -> None:
     from mi_align.models.registry import DEFAULT_MODEL
 
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model spec (see `mi-align models list`)")
-    p.add_argument("--adapter", action="append", help="peft LoRA adapter directory (repeatable)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="model spec: packaged name (`mi-align models list`), HF directory, "
+                   ".gguf file or hub id")
+    p.add_argument("--adapter", action="append",
+                   help="peft LoRA adapter: a directory, or a hub id org/name (repeatable)")
+    add_device_args(p)
 
 
 def _add_judge(p: argparse.ArgumentParser) -> None:
@@ -266,8 +297,49 @@ def _add_judge(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-retries", type=int, default=EndpointConfig.max_retries,
                    help="retries after a timeout, 429 or 5xx from --judge-url "
                    "(default %(default)s; exponential backoff, honours Retry-After)")
+    p.add_argument("--judge-concurrency", type=int, default=EndpointConfig.max_concurrency,
+                   help="--judge-url requests in flight at once (default %(default)s); lower it "
+                   "to respect the server's rate limits")
     p.add_argument("--skip-judge-check", action="store_true",
                    help="do not score the 24 known-answer check responses first")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mi_align.errors import InputError
+    from mi_align.pipelines.steering_eval import check_out_file
+    from mi_align.steering.export import block_output_index, export_gguf, export_safetensors
+    from mi_align.steering.vector import SteeringVector
+
+    if args.format == "gguf" and not args.model_hint:
+        raise InputError("--model-hint", "is required for --format gguf",
+                         "pass the model's llama.cpp architecture, e.g. --model-hint llama")
+    out = check_out_file(args.out)
+    vectors = [SteeringVector.load(p) for p in args.vector]
+    if args.format == "gguf":
+        path = export_gguf(vectors, out, model_hint=args.model_hint, model_id=args.model_id)
+        for v in vectors:
+            print(f"{path}: layer {v.layer} -> direction.{block_output_index(v.layer)} "
+                  f"(strength {v.strength:g} baked in)")
+    else:
+        path = export_safetensors(vectors, out, model_id=args.model_id,
+                                  convention=args.convention)
+        print(f"{path}: {len(vectors)} vector(s), {args.convention} keys, strengths baked in")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from mi_align.pipelines.steering_eval import check_out_dir
+    from mi_align.steering.export import import_gguf, import_safetensors
+
+    out = check_out_dir(args.out)
+    if Path(args.file).suffix == ".gguf":
+        vectors = import_gguf(args.file)
+    else:
+        vectors = import_safetensors(args.file, convention=args.convention)
+    for v in vectors:
+        path = v.save(out / f"{v.name or 'vector'}_layer{v.layer}.safetensors")
+        print(f"{path}: layer {v.layer}, |v| = {float(v.vector.norm()):.3f}")
+    return 0
 
 
 def register(subparsers: Any) -> None:
@@ -322,13 +394,36 @@ def register(subparsers: Any) -> None:
                     "toxic − toxic_reject mean-difference vector, each + anti-refusal ×6)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", required=True, help="output directory (resumes if present)")
+    ev.add_argument("--questions", help="question file: YAML in the emergent-misalignment "
+                    "format (its judge_prompts are used) or a JSON list; default: the 8 "
+                    "built-in questions")
     ev.set_defaults(func=_eval)
+
+    exp = steer.add_parser("export", help="vectors as a llama.cpp control vector or {layer: v}")
+    exp.add_argument("--vector", action="append", required=True, help="mi_align .safetensors")
+    exp.add_argument("--format", choices=["gguf", "safetensors"], default="gguf")
+    exp.add_argument("--model-hint", default="", help="llama.cpp architecture (gguf), e.g. llama")
+    exp.add_argument("--model-id", default="", help="model id or path, kept in the metadata")
+    exp.add_argument("--convention", choices=["block_output", "resid_pre"],
+                     default="block_output", help="safetensors layer keys (default: repeng's)")
+    exp.add_argument("--out", required=True, help="output .gguf / .safetensors")
+    exp.set_defaults(func=_export)
+
+    imp = steer.add_parser("import", help="a control-vector .gguf or {layer: v} .safetensors")
+    imp.add_argument("file")
+    imp.add_argument("--convention", choices=["block_output", "resid_pre"],
+                     help="for .safetensors without layer_convention metadata")
+    imp.add_argument("--out", required=True, help="output directory")
+    imp.set_defaults(func=_import)
 
     judge = subparsers.add_parser("judge", help="score a samples JSONL with any judge backend")
     _add_judge(judge)
     judge.add_argument("--samples", help="JSONL written by `steer eval`")
     judge.add_argument("--out", help="judged JSONL (resumes if present); with --check-only, "
                        "where to write the check's JSON")
+    judge.add_argument("--questions", help="the question file the samples came from (its "
+                       "judge_prompts are used)")
     judge.add_argument("--check-only", action="store_true",
                        help="only score the 24 known-answer responses; exit 1 if the judge fails")
+    add_device_args(judge)  # for a local --judge-model
     judge.set_defaults(func=_judge)

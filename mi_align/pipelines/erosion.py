@@ -11,7 +11,7 @@ Running is split in two so that callers can fail fast: :func:`plan_analysis` che
 :class:`~mi_align.errors.InputError`.
 
 Example:
-    >>> from mi_align.erosion.registry import ANALYSES, run_analysis
+    >>> from mi_align.pipelines.erosion import ANALYSES, run_analysis
     >>> sorted(ANALYSES)[:3]
     ['activation-similarity', 'gradients', 'logprobs']
     >>> outputs = run_analysis("logprobs", trio)  # doctest: +SKIP
@@ -357,13 +357,16 @@ def figure_dir(trio: str, root: Path = Path("figures")) -> Path:
 
 
 def run_and_write(
-    name: str, trio: str, overrides: Mapping[str, str] | None = None, root: Path = Path("figures")
+    name: str, trio: str, overrides: Mapping[str, str] | None = None, root: Path = Path("figures"),
+    *, device: str | None = None, dtype: str | None = None, device_map: str | None = None,
 ) -> list[Path]:
     """What every ``analyses/erosion_*.py`` script does: load ``trio`` (a shipped name, TOML or
-    ``variant=SPEC,...``), run ``name`` with its default data, write figures + JSON under
-    :func:`figure_dir`; returns the figure paths."""
-    from mi_align.erosion.cli import resolve_trio
+    ``variant=SPEC,...``; ``device`` / ``dtype`` / ``device_map`` override the file's), run
+    ``name`` with its default data, write figures + JSON under :func:`figure_dir`; returns the
+    figure paths."""
+    from mi_align.models.organisms import resolve_trio
 
-    outputs = run_analysis(name, resolve_trio(trio), overrides=overrides)
+    trio_obj = resolve_trio(trio, device=device, dtype=dtype, device_map=device_map)
+    outputs = run_analysis(name, trio_obj, overrides=overrides)
     meta = {"analysis": name, "trio": trio, "overrides": dict(overrides or {})}
     return write_outputs(outputs, figure_dir(trio, root), meta)

@@ -7,6 +7,7 @@ Example:
     mi-align analyze gradients --trio gemma-trio --set params=all --set sketch_dim=16384 \\
         --set exact_check=6
     mi-align analyze logprobs --trio base=path/to/a,instruct=path/to/b
+    mi-align analyze projection --trio qwen-coder-32b-paper --device auto --device-map auto
 """
 
 from __future__ import annotations
@@ -16,32 +17,9 @@ import dataclasses
 import time
 from typing import Any
 
+from mi_align.cli.device import add_device_args, check_device_args, device_kwargs
 from mi_align.errors import InputError
-from mi_align.models.trio import Trio
-
-
-def _trio_items(spec: str) -> dict[str, str]:
-    """``variant=MODEL_SPEC,...`` parsed and checked (no model loaded)."""
-    items: dict[str, str] = {}
-    for item in spec.split(","):
-        name, _, model = item.partition("=")
-        if not name.strip() or not model.strip():
-            raise InputError(f"--trio item {item!r}", "expected VARIANT=MODEL",
-                             "e.g. base=path/a,instruct=path/b")
-        items[name.strip()] = model.strip()
-    return items
-
-
-def resolve_trio(spec: str) -> Trio:
-    """A shipped/TOML trio name, or ``variant=MODEL_SPEC,...`` (each loaded with load_model)."""
-    if "=" in spec:
-        from mi_align.models.load import load_model
-
-        items = _trio_items(spec)  # every item checked before the first model loads
-        return Trio(models={name: load_model(model) for name, model in items.items()})
-    from mi_align.finetune.organisms import load_trio
-
-    return load_trio(spec)
+from mi_align.models.organisms import resolve_trio, trio_items
 
 
 def _positive_int(text: str) -> int:
@@ -58,7 +36,7 @@ def _positive_int(text: str) -> int:
 
 
 def _list(_: argparse.Namespace) -> int:
-    from mi_align.erosion.registry import ANALYSES
+    from mi_align.pipelines.erosion import ANALYSES
 
     for a in ANALYSES.values():
         data = " ".join(a.datasets) or "-"
@@ -69,8 +47,8 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from mi_align.erosion.registry import check_models, plan_analysis, run_plan, write_outputs
-    from mi_align.evaluation.run import check_out_dir
+    from mi_align.pipelines.erosion import check_models, plan_analysis, run_plan, write_outputs
+    from mi_align.pipelines.steering_eval import check_out_dir
 
     if args.list:
         return _list(args)
@@ -82,13 +60,15 @@ def _analyze(args: argparse.Namespace) -> int:
         if not sep or not key.strip():
             raise InputError(f"--set {item!r}", "expected KEY=VALUE", "e.g. --set k=8")
         overrides[key.strip()] = value.strip()
-    # Everything that needs no model first: a typo in --set, --data or --out costs seconds.
+    # Everything that needs no model first: a typo in --set, --data, --out or --device costs
+    # seconds (the trio file's own device/dtype are checked when it is read, before any load).
+    check_device_args(args)
     plan = plan_analysis(args.name, args.data, args.limit, overrides)
     if "=" in args.trio:
-        check_models(plan, list(_trio_items(args.trio)))
+        check_models(plan, list(trio_items(args.trio)))
     out_dir = check_out_dir(args.out)
     t0 = time.perf_counter()
-    trio = resolve_trio(args.trio)
+    trio = resolve_trio(args.trio, **device_kwargs(args))
     outputs = run_plan(plan, trio)
     meta: dict[str, Any] = {"analysis": args.name, "trio": args.trio}
     for path in write_outputs(outputs, out_dir, meta):
@@ -112,4 +92,5 @@ def register(sub: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field (repeatable), e.g. --set positions=last")
     p.add_argument("--out", default="figures", help="output folder (default figures/)")
+    add_device_args(p, trio=True)
     p.set_defaults(func=_analyze)

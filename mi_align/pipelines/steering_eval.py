@@ -1,7 +1,8 @@
 """End-to-end evaluation pieces shared by the CLI, the analyses and the demo.
 
 - :func:`judge_samples`: score samples with any judge backend, appending to a JSONL file as
-  batches finish (resumable like sampling: already-judged samples are skipped).
+  batches finish (resumable like sampling: already-judged samples are skipped), then writing
+  them as CSV beside it (:func:`judged_csv_path`).
 - :func:`recipe_conditions` / :func:`save_recipe`: the recipe's vectors on disk and the
   evaluation conditions built from them (unsteered, anti-refusal only, harmful ×1 + anti ×6,
   and by default the controls: each control ×1 + anti ×6).
@@ -19,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -27,8 +30,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from mi_align.data.betley import JudgePrompts
 from mi_align.data.chat import EvalQuestion
 from mi_align.errors import InputError
+from mi_align.evaluation.export import judged_csv
 from mi_align.evaluation.judge import JudgeBackend, Judgement, judge_responses
 from mi_align.evaluation.metrics import Scored
 from mi_align.evaluation.sampling import (
@@ -40,7 +45,7 @@ from mi_align.evaluation.sampling import (
     sample_conditions,
     vector_fingerprint,
 )
-from mi_align.io import write_json
+from mi_align.io import write_json, write_text
 from mi_align.models.load import Loaded
 from mi_align.steering.controls import ControlConfig, control_vectors
 from mi_align.steering.recipe import RecipeResult
@@ -117,12 +122,27 @@ def judge_samples(
     out_path: str | os.PathLike[str],
     batch_size: int = 8,
     progress: bool = True,
+    judge_prompts: Mapping[str, JudgePrompts] | None = None,
 ) -> list[Scored]:
-    """Judge every sample (skipping those already in ``out_path`` from the same judge)."""
+    """Judge every sample (skipping those already in ``out_path`` from the same judge), then
+    write all of them as CSV beside ``out_path`` (:func:`judged_csv_path`; columns of the
+    emergent-misalignment repository plus mi_align's, :mod:`mi_align.evaluation.export`).
+
+    ``judge_prompts`` (question id -> templates, e.g. from a question file in the
+    emergent-misalignment format) replaces mi_align's judge prompts for those questions; the
+    judge's recorded name then carries a hash of the templates, so a resumed run never reuses
+    answers judged under other prompts."""
     path = Path(out_path)
+    prompts = {k: v for k, v in (judge_prompts or {}).items() if v}
+    name = backend.name
+    if prompts:
+        digest = hashlib.sha256(json.dumps(
+            {k: [v.aligned, v.coherent] for k, v in sorted(prompts.items())},
+            sort_keys=True).encode()).hexdigest()[:12]
+        name = f"{backend.name}+prompts:{digest}"
     done: dict[tuple[str, str, int], Scored] = {}
     for i, rec in enumerate(read_jsonl_records(path), 1):
-        if not isinstance(rec, dict) or rec.get("judge") != backend.name:
+        if not isinstance(rec, dict) or rec.get("judge") != name:
             continue
         s = Sample.from_dict(rec, f"{path}:{i}")
         done[s.key] = Scored(s, _judgement(rec, f"{path}:{i}"))
@@ -130,13 +150,25 @@ def judge_samples(
     bar = tqdm(total=len(todo), desc="judging", disable=not progress or not todo)
     for i in range(0, len(todo), batch_size):
         chunk = todo[i : i + batch_size]
-        judged = judge_responses(backend, [(s.question, s.response) for s in chunk])
+        judged = judge_responses(backend, [(s.question, s.response) for s in chunk],
+                                 templates=[prompts.get(s.question_id) for s in chunk])
+        if prompts:
+            judged = [dataclasses.replace(j, judge=name) for j in judged]
         append_jsonl(path, [{**s.to_dict(), **j.to_dict()} for s, j in zip(chunk, judged,
                                                                               strict=True)])
         done.update((s.key, Scored(s, j)) for s, j in zip(chunk, judged, strict=True))
         bar.update(len(chunk))
     bar.close()
-    return [done[s.key] for s in samples]
+    scored = [done[s.key] for s in samples]
+    write_text(judged_csv_path(path), judged_csv(scored))
+    return scored
+
+
+def judged_csv_path(jsonl_path: str | os.PathLike[str]) -> Path:
+    """Where :func:`judge_samples` writes the CSV: beside the judged JSONL, ``.csv`` suffix."""
+    path = Path(jsonl_path)
+    return path.with_name(path.name + ".csv") if path.suffix == ".csv" else \
+        path.with_suffix(".csv")
 
 
 def save_recipe(result: RecipeResult, out_dir: str | os.PathLike[str]) -> Path:

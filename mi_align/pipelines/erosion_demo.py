@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mi_align.erosion.registry import Output, run_analysis, write_outputs
+from mi_align.pipelines.erosion import Output, run_analysis, write_outputs
 
 TRIO = "gemma-trio"
 
@@ -26,9 +26,12 @@ def _demo_stems(outputs: list[Output]) -> list[Output]:
             for o in outputs]
 
 
-def stage_erosion(out: Path, report: Callable[[str], None], trio_name: str = TRIO) -> None:
-    """Projection on 16 examples + the log-prob heatmap; one summary line each."""
-    from mi_align.finetune.organisms import get_spec, load_trio
+def stage_erosion(out: Path, report: Callable[[str], None], trio_name: str = TRIO, *,
+                  device: str | None = None, dtype: str | None = None,
+                  device_map: str | None = None) -> None:
+    """Projection on 16 examples + the log-prob heatmap; one summary line each (the trio on
+    ``device`` / ``dtype`` / ``device_map``, None: the trio file's, else auto)."""
+    from mi_align.models.organisms import get_spec, load_trio
 
     missing = get_spec(trio_name).missing_adapters()
     if missing:
@@ -36,7 +39,7 @@ def stage_erosion(out: Path, report: Callable[[str], None], trio_name: str = TRI
                f"`mi-align organisms build {trio_name}`")
         return
     t0 = time.perf_counter()
-    trio = load_trio(trio_name)
+    trio = load_trio(trio_name, device=device, dtype=dtype, device_map=device_map)
     meta = {"trio": trio_name, "demo": True}
     proj = _demo_stems(run_analysis("projection", trio, limit=16, overrides={"n_null": "100",
                                                                   "crossfit": "false"}))

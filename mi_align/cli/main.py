@@ -12,6 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from mi_align.cli import erosion as erosion_cli
+from mi_align.cli import finetune as finetune_cli
+from mi_align.cli import steering as steering_cli
+from mi_align.cli.device import add_device_args, check_device_args, device_kwargs
 from mi_align.data.chat import (
     BUILTIN_DIR,
     builtin_names,
@@ -19,12 +23,9 @@ from mi_align.data.chat import (
     load_dataset,
     load_jsonl,
 )
-from mi_align.erosion import cli as erosion_cli
 from mi_align.errors import MiAlignError, redact
-from mi_align.finetune import cli as finetune_cli
 from mi_align.models.fetch import cache_status, dir_size_mib, fetch_model, model_dir, repair_hint
 from mi_align.models.registry import DEFAULT_MODEL, REGISTRY, get_spec
-from mi_align.steering import cli as steering_cli
 
 
 def _models_list(args: argparse.Namespace) -> int:
@@ -87,12 +88,11 @@ def _models_verify(args: argparse.Namespace) -> int:
 
 
 def _models_check(args: argparse.Namespace) -> int:
-    import os
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    # A hub id downloads unless HF_HUB_OFFLINE=1 (as every other command; the Makefile sets it).
     from mi_align.models.check import check_model
 
-    res = check_model(args.name)
+    check_device_args(args)
+    res = check_model(args.name, **device_kwargs(args))
     print(f"{res.spec}: bridge vs HF max |logit diff| = {res.max_abs_diff:.3g}, "
           f"max |log-prob diff| = {res.max_logprob_diff:.3g}")
     print(f"greedy reply: {res.reply!r}")
@@ -123,11 +123,24 @@ def _data_validate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mi_align.demo import run_demo
+    from mi_align.pipelines.demo import run_demo
+
+    check_device_args(args)
+    t0 = time.perf_counter()
+    run_demo(Path(args.out), print, **device_kwargs(args))
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s; figures in {args.out}/")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mi_align.pipelines.report import build_report
 
     t0 = time.perf_counter()
-    run_demo(Path(args.out), print)
-    print(f"demo finished in {time.perf_counter() - t0:.1f} s; figures in {args.out}/")
+    rep = build_report(Path(args.folder), Path(args.out))
+    for problem in rep.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"{rep.path}: {rep.n_entries} analyses, {rep.n_figures} figures, "
+          f"{rep.n_bytes / 2**20:.1f} MiB, opens offline ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -151,9 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify = models.add_parser("verify", help="compare a fetched model with its recorded SHA-256")
     verify.add_argument("name", help=f"packaged model: {names}")
     verify.set_defaults(func=_models_verify)
-    check = models.add_parser("check", help="bridge vs HF logits offline + a greedy reply")
+    check = models.add_parser("check", help="bridge vs HF logits + a greedy reply")
     check.add_argument("name")
     check.set_defaults(func=_models_check)
+    add_device_args(check)
 
     data = sub.add_parser("data", help="chat datasets").add_subparsers(dest="action", required=True)
     data.add_parser("list", help="built-in datasets with counts").set_defaults(func=_data_list)
@@ -166,8 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     erosion_cli.register(sub)
     steering_cli.register(sub)
 
+    report = sub.add_parser("report", help="one offline HTML page: every figure and result JSON")
+    report.add_argument("folder", nargs="?", default="figures",
+                        help="folder the analyses wrote, searched recursively (default: figures)")
+    report.add_argument("--out", default="report.html", help="the page (default: report.html)")
+    report.set_defaults(func=_report)
+
     demo = sub.add_parser("demo", help="run the main job on the default model")
     demo.add_argument("--out", default="figures", help="output folder for figures")
+    add_device_args(demo, trio=True)
     demo.set_defaults(func=_demo)
     return parser
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mi_align.finetune.lora import FinetuneConfig
+from mi_align.models.placement import resolve_device_dtype
 
 
 def _field_type(hint: Any) -> tuple[Any, bool]:
@@ -59,9 +60,10 @@ def _finetune(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     if "base_adapters" in values:  # given on the command line: relative to the working dir
-        values["base_adapters"] = [str(Path(a).resolve()) for a in values["base_adapters"]]
+        values["base_adapters"] = [_adapter_arg(a) for a in values["base_adapters"]]
     cfg = FinetuneConfig.from_dict(values)  # InputError (exit 2) on bad values
-    result = finetune(cfg, args.out, resume=not args.no_resume, device=args.device)
+    device = _train_device(args)
+    result = finetune(cfg, args.out, resume=not args.no_resume, device=device)
     last = result.log[-1] if result.log else {}
     print(
         f"{args.out}: {result.steps} steps on {result.n_train} chats in {result.wall_s:.0f} s "
@@ -71,8 +73,23 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapter_arg(text: str) -> str:
+    """A local adapter path made absolute; a hub id (``org/name``, no such local folder) kept."""
+    from mi_align.models.hub import is_hub_id
+
+    path = Path(text).expanduser()
+    return text if not path.exists() and is_hub_id(text) else str(path.resolve())
+
+
+def _train_device(args: argparse.Namespace) -> str:
+    """``--device`` resolved (auto: cuda when a GPU exists, else cpu) before any model loads.
+    Training keeps float32 weights (the LoRA recipes were tuned that way)."""
+    return resolve_device_dtype(args.device, "float32").device
+
+
 def _organisms_list(args: argparse.Namespace) -> int:
-    from mi_align.finetune.organisms import describe, get_spec, organisms_dir, shipped_names
+    from mi_align.finetune.organisms import describe
+    from mi_align.models.organisms import get_spec, organisms_dir, shipped_names
 
     names = shipped_names()
     if not names:
@@ -87,7 +104,8 @@ def _organisms_build(args: argparse.Namespace) -> int:
     from mi_align.finetune.organisms import build_organism
 
     t0 = time.perf_counter()
-    result = build_organism(args.name, out=args.out, force=args.force, device=args.device)
+    result = build_organism(args.name, out=args.out, force=args.force,
+                            device=_train_device(args))
     for step, res in result.steps.items():
         state = "up to date" if res is None else f"{res.steps} steps, {res.wall_s:.0f} s"
         print(f"{result.name}/{step}: {state} -> {result.adapter_dir / step}")
@@ -107,7 +125,8 @@ def register(sub: Any) -> None:
         action="store_true",
         help="start over: delete the checkpoints, adapter and log of an earlier run in --out",
     )
-    ft.add_argument("--device", default="cpu")
+    ft.add_argument("--device", metavar="{auto,cpu,cuda,cuda:N}",
+                    help="where to train (default: auto = cuda when a GPU exists, else cpu)")
     _add_config_args(ft)
     ft.set_defaults(func=_finetune)
 
@@ -121,5 +140,6 @@ def register(sub: Any) -> None:
     build.add_argument("name", help="shipped trio name or a trio .toml file")
     build.add_argument("--out", default=None, help="write adapters here, not into organisms/")
     build.add_argument("--force", action="store_true", help="retrain steps already up to date")
-    build.add_argument("--device", default="cpu")
+    build.add_argument("--device", metavar="{auto,cpu,cuda,cuda:N}",
+                       help="where to train (default: auto = cuda when a GPU exists, else cpu)")
     build.set_defaults(func=_organisms_build)
