@@ -20,6 +20,10 @@ Choices a reader may question:
   carry their config's hash: a run resumes only from its own config's state.
 - The learning-rate schedule is a pure function of the step (linear warm-up, then linear decay
   toward 10%), so there is no scheduler state to save.
+- Optional, off by default: an erosion ``monitor`` (:mod:`mi_align.finetune.monitor`) measures
+  the model being trained at step 0 and every N steps, and alignment-preserving options
+  (:mod:`mi_align.finetune.preserve`: mixing, direction anchoring, gradient projection) change
+  the batches or the step. With none of them the run is the plain trainer's, bit for bit.
 
 Example:
     >>> from mi_align.finetune.lora import FinetuneConfig, finetune
@@ -43,15 +47,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from mi_align.data.chat import Conversation, load_dataset
 from mi_align.data.tokenize import EncodedChat, collate, encode_for_training
 from mi_align.errors import InputError
+from mi_align.finetune import checkpoint as ck
 from mi_align.finetune.checkpoint import ADAPTER_FILE, CONFIG_FILE, LOG_FILE, TRAINED
+from mi_align.finetune.monitor import AlignmentReference, TrainingMonitor, run_monitor
+from mi_align.finetune.preserve import (
+    REFERENCE_FILE,
+    check_reference,
+    check_same_reference,
+    mixed_indices,
+    option_checks,
+    preserving_step,
+    reference_record,
+)
 from mi_align.forward import response_nll
 from mi_align.io import write_json
 from mi_align.models.load import _load_hf, adapter_errors, check_adapter, resolve_spec
-
-from mi_align.finetune import checkpoint as ck
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +107,14 @@ class FinetuneConfig:
     checkpoint_every: int = 20
     eval_every: int = 20
     seed: int = 0
+    # Alignment-preserving options (mi_align.finetune.preserve), all off by default. While off
+    # they are left out of to_dict(), so plain configs, their saved files and their checkpoint
+    # hashes are exactly those of the trainer before these options existed.
+    mix_data: tuple[str, ...] = ()
+    mix_fraction: float = 0.0
+    anchor_weight: float = 0.0
+    anchor_layers: tuple[int, ...] = ()
+    project_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -131,10 +153,26 @@ class FinetuneConfig:
             f"checkpoint_every must be >= 1, got {self.checkpoint_every}",
         )
         need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        for ok, msg in option_checks(self.mix_data, self.mix_fraction, self.batch_size,
+                                     self.anchor_weight, self.anchor_layers, self.project_layers):
+            need(ok, msg)
+
+    @property
+    def mix_per_batch(self) -> int:
+        """Examples of ``mix_data`` in every batch (0: no mixing)."""
+        return round(self.mix_fraction * self.batch_size)
+
+    @property
+    def preserving(self) -> bool:
+        """Whether anchoring or gradient projection is on (both need an alignment reference)."""
+        return bool(self.anchor_layers or self.project_layers)
 
     def to_dict(self) -> dict[str, Any]:
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in _OPTIONAL}
         return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+            if not (k in _OPTIONAL and v == defaults[k])
         }
 
     @classmethod
@@ -157,6 +195,10 @@ class FinetuneConfig:
             elif isinstance(v, int) and not isinstance(v, bool) and f.type == "float":
                 values[f.name] = float(v)
         return cls(**values)
+
+
+# Fields written to the saved config only when set (see the comment in FinetuneConfig).
+_OPTIONAL = ("mix_data", "mix_fraction", "anchor_weight", "anchor_layers", "project_layers")
 
 
 @dataclass(frozen=True)
@@ -289,6 +331,8 @@ def finetune(
     device: str = "cpu",
     progress: bool = True,
     callback: StepCallback | None = None,
+    monitor: TrainingMonitor | None = None,
+    reference: AlignmentReference | None = None,
 ) -> FinetuneResult:
     """Train a LoRA adapter per ``cfg`` and save it in ``out`` (peft format + config + log).
 
@@ -301,6 +345,12 @@ def finetune(
         device: torch device to train on.
         progress: show a tqdm bar.
         callback: called with each new log entry after each step.
+        monitor: called at step 0, every ``monitor.every`` steps and at the last step with the
+            model being trained (bridged in place, no copy); its dict goes into that step's log
+            entry under ``"monitor"`` (:mod:`mi_align.finetune.monitor`).
+        reference: the frozen alignment direction and projections that direction anchoring
+            and gradient projection need (:mod:`mi_align.finetune.preserve`); its sha256 is
+            recorded in ``out/alignment_reference.json`` and checked on resume.
 
     Returns:
         A :class:`FinetuneResult`; the adapter loads with ``load_model(cfg.model, [out])``.
@@ -314,9 +364,13 @@ def finetune(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)  # relative base adapters ("../x") resolve through it
     ckpt = None
-    if resume:  # fail fast, before the model loads
+    if cfg.preserving:  # fail fast, before the model loads
+        check_reference(reference, cfg.anchor_layers, cfg.project_layers, d_model=None)
+    if resume:
         _check_same_config(out, cfg)
         ckpt = ck.latest_checkpoint(out, cfg.to_dict())
+        if cfg.preserving:
+            check_same_reference(out, reference, ck.checkpoints_dir(out).is_dir())
     t0 = time.perf_counter()
     train_convs, heldout_convs = _load_convs(cfg)
     source, location = resolve_spec(cfg.model)
@@ -328,6 +382,17 @@ def finetune(
             encode_for_training(tok, heldout_convs, cfg.max_length) if heldout_convs else ([], 0, 0)
         )
         pm = build_peft_model(cfg, hf, out)
+        mix: list[EncodedChat] = []
+        if cfg.mix_data:
+            mix_convs = [c for name in cfg.mix_data for c in load_dataset(name)]
+            mix, _, _ = encode_for_training(tok, mix_convs, cfg.max_length)
+        step_fn = None
+        if cfg.preserving:
+            assert reference is not None
+            check_reference(reference, cfg.anchor_layers, cfg.project_layers,
+                            d_model=int(hf.config.hidden_size))
+            step_fn = preserving_step(reference, cfg.anchor_layers, cfg.anchor_weight,
+                                      cfg.project_layers, device)
         params = [p for _, p in _trainable(pm)]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = total_steps(cfg, len(encoded))
@@ -335,13 +400,26 @@ def finetune(
             ck.clear_run(out)
         ck.remove_stale_temp(out)
         write_json(out / CONFIG_FILE, cfg.to_dict())
+        if cfg.preserving:
+            assert reference is not None
+            write_json(out / REFERENCE_FILE, reference_record(reference))
         start, log = 0, []
         if ckpt is not None:
             start, log = ck.restore_checkpoint(ckpt, pm, optimizer, device)
             logger.info("resuming %s from step %d", out, start)
         pad = tok.pad_token_id
         train_model = pm.base_model.model
-        if start == 0 and held:
+        monitor_s, train_s = 0.0, 0.0
+
+        def watch(step: int) -> dict[str, Any]:
+            nonlocal monitor_s
+            assert monitor is not None
+            result = run_monitor(monitor, train_model, tok, source, location, device, step,
+                                 str(cfg.model))
+            monitor_s += result["seconds"]
+            return result
+
+        if start == 0 and (held or monitor is not None):
             # Step 0: the held-out loss before training, the reference for the drop.
             pm.eval()
             log.append(
@@ -351,9 +429,13 @@ def finetune(
                     "lr": 0.0,
                     "tokens": 0,
                     "seconds": 0.0,
-                    "heldout_loss": heldout_loss(train_model, held, pad, cfg.batch_size),
+                    "heldout_loss": (
+                        heldout_loss(train_model, held, pad, cfg.batch_size) if held else None
+                    ),
                 }
             )
+            if monitor is not None:
+                log[-1]["monitor"] = watch(0)
         bar = tqdm(
             total=steps,
             initial=start,
@@ -366,13 +448,24 @@ def finetune(
             lr = lr_at(cfg, step, steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = collate([encoded[i] for i in batch_indices(cfg, len(encoded), step)], pad)
+            extras: dict[str, Any] = {}
+            if mix:
+                main, mixed = mixed_indices(cfg.seed, cfg.batch_size, cfg.mix_per_batch,
+                                            len(encoded), len(mix), step)
+                batch = collate([encoded[i] for i in main] + [mix[i] for i in mixed], pad)
+                extras["mixed"] = len(mixed)
+            else:
+                batch = collate([encoded[i] for i in batch_indices(cfg, len(encoded), step)], pad)
             ts = time.perf_counter()
             with torch.enable_grad():
-                nll, n = response_nll(train_model, batch.to(device))
-                loss = nll / n
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if step_fn is None:
+                    nll, n = response_nll(train_model, batch.to(device))
+                    loss = nll / n
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                else:
+                    loss, n, more = step_fn(train_model, batch.to(device), params, optimizer)
+                    extras.update(more)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
             entry: dict[str, Any] = {
@@ -382,11 +475,15 @@ def finetune(
                 "tokens": n,
                 "seconds": round(time.perf_counter() - ts, 3),
                 "heldout_loss": None,
+                **extras,
             }
+            train_s += time.perf_counter() - ts
             done = step + 1
             if held and (done % cfg.eval_every == 0 or done == steps):
                 pm.eval()
                 entry["heldout_loss"] = heldout_loss(train_model, held, pad, cfg.batch_size)
+            if monitor is not None and (done % monitor.every == 0 or done == steps):
+                entry["monitor"] = watch(done)
             log.append(entry)
             bar.update(1)
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}")
@@ -414,6 +511,15 @@ def finetune(
         "mean_step_s": round(sum(e["seconds"] for e in trained) / max(len(trained), 1), 3),
         "torch_threads": torch.get_num_threads(),
     }
+    if monitor is not None:  # what monitoring cost, against the optimisation steps it watched
+        summary.update(monitor_s_this_run=round(monitor_s, 1), train_s_this_run=round(train_s, 1),
+                       monitor_calls=sum("monitor" in e for e in log
+                                         if e["step"] > start or start == 0))
+    if mix:
+        summary["n_mix"] = len(mix)
+    if cfg.preserving:
+        assert reference is not None
+        summary["alignment_reference_sha256"] = reference.sha256()
     write_json(out / LOG_FILE, {"summary": summary, "entries": log})
     return FinetuneResult(out, cfg, tuple(log), steps, len(encoded), wall, peak, start, summary)
 

@@ -1,0 +1,368 @@
+"""Erosion monitor: watch a fine-tune move the model along the alignment direction, step by step.
+
+At step 0 and every ``every`` steps, the trainer hands the model *being trained* to the
+monitor, which measures on fixed held-out inputs (:class:`MonitorData`):
+
+- per layer, the mean projection of response activations (``positions``, default the first 10
+  response tokens of held-out insecure-code and aligned chats, pooled) on the frozen alignment
+  direction ``v̂_L = normalise(μ_instruct − μ_base)``, and the model's relative position
+  ``(p − p_base) / (p_instruct − p_base)``: 0 at the base model, 1 at the instruct model;
+- the refusal rate and the code rate of greedy replies to held-out harmful requests
+  (:func:`~mi_align.text_measures.is_refusal`, :func:`~mi_align.text_measures.looks_like_code`,
+  the evidence module's and the causal test's definitions);
+- the held-out insecure loss and the held-out aligned loss (token-weighted response NLL).
+
+The direction and the base / instruct reference projections (:class:`AlignmentReference`) are
+computed before training (by :mod:`mi_align.pipelines.finetune_monitor`, with this module's own
+:func:`measure`, so the references and the monitored numbers are the same quantity by
+construction); during training only the model being trained runs.
+
+Choices a reader may question:
+
+- No second model copy: :func:`bridged` boots a TransformerBridge around the training model's
+  own modules (the bridge wraps them in place, sharing every parameter), the monitor streams
+  hidden states through :func:`~mi_align.activations.stream_hidden_states` and generates with
+  :func:`~mi_align.generate.generate_replies`, then the wrapping is undone, so the trainer's
+  forward, its saved adapter keys and its RNG state are exactly as without the monitor (tested:
+  same adapter bit for bit with and without monitoring).
+- One streamed pass gives both the projections and the losses: the stream stops after the final
+  norm, and the unembedding runs only where a response token is predicted (equal to
+  :func:`~mi_align.forward.response_loss`, tested), which matters with Gemma's 262k vocabulary.
+
+Example:
+    >>> from mi_align.finetune.monitor import MonitorConfig
+    >>> MonitorConfig(every=3).n_harmful
+    12
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from mi_align.activations import check_position_spec, make_selector, stream_hidden_states
+from mi_align.data.chat import Conversation, load_dataset
+from mi_align.data.tokenize import Batch, encode_for_training
+from mi_align.forward import unembed
+from mi_align.generate import generate_replies
+from mi_align.models.load import Loaded, boot_for_source, make_meta
+from mi_align.text_measures import is_refusal, looks_like_code
+
+__all__ = [
+    "AlignmentReference", "ErosionMonitor", "Measurement", "MonitorConfig", "MonitorData",
+    "TrainingMonitor", "bridged", "load_monitor_data", "measure",
+]
+
+
+@dataclass(frozen=True)
+class AlignmentReference:
+    """The frozen alignment direction and the reference projections, fitted before training.
+
+    ``direction`` rows are unit vectors ``normalise(μ_instruct − μ_base)`` at hidden states
+    ``layers`` (the :mod:`mi_align.activations` indexing); ``base`` / ``instruct`` are those
+    models' mean projections on the monitor's held-out inputs; ``anchor`` (optional, for
+    direction anchoring) is the instruct model's mean projection on the training responses;
+    ``positions`` is the token selector all of them use (``"first:10"``, ...).
+    """
+
+    layers: tuple[int, ...]
+    direction: Float[Tensor, "layer d_model"]
+    base: Float[Tensor, " layer"]
+    instruct: Float[Tensor, " layer"]
+    positions: str = "first:10"
+    anchor: Float[Tensor, " layer"] | None = None
+
+    def __post_init__(self) -> None:
+        check_position_spec(self.positions)
+        n = len(self.layers)
+        if n == 0 or len(set(self.layers)) != n or min(self.layers) < 0:
+            raise ValueError(f"layers must be distinct hidden states >= 0, got {self.layers}")
+        shapes = [tuple(t.shape[:1]) for t in (self.direction, self.base, self.instruct)]
+        if self.anchor is not None:
+            shapes.append(tuple(self.anchor.shape[:1]))
+        if any(s != (n,) for s in shapes):
+            raise ValueError(f"reference tensors must have {n} rows (one per layer), got {shapes}")
+        if not bool(torch.isfinite(self.direction).all()):
+            raise ValueError("direction has non-finite rows (instruct and base equal there?)")
+
+    def index(self, layers: Sequence[int]) -> list[int]:
+        """Rows of ``layers`` (ValueError naming any layer the reference lacks)."""
+        missing = [layer for layer in layers if layer not in self.layers]
+        if missing:
+            raise ValueError(f"layers {missing} are not in the alignment reference "
+                             f"(it has {list(self.layers)})")
+        return [self.layers.index(layer) for layer in layers]
+
+    def relative(self, projection: Float[Tensor, " layer"]) -> Float[Tensor, " layer"]:
+        """``(p − p_base) / (p_instruct − p_base)`` per layer: 0 = base, 1 = instruct."""
+        base, inst = self.base.double(), self.instruct.double()
+        return (projection.double() - base) / (inst - base)
+
+    def to_tensors(self) -> dict[str, Tensor]:
+        """Tensors for safetensors (layers included); :meth:`from_tensors` reads them back."""
+        out = {"layers": torch.tensor(self.layers, dtype=torch.long),
+               "direction": self.direction, "base": self.base, "instruct": self.instruct}
+        if self.anchor is not None:
+            out["anchor"] = self.anchor
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor], positions: str) -> AlignmentReference:
+        return cls(tuple(int(x) for x in tensors["layers"].tolist()), tensors["direction"],
+                   tensors["base"], tensors["instruct"], positions, tensors.get("anchor"))
+
+    def sha256(self) -> str:
+        """Hash of the tensors and the positions (ties a run to the reference it used)."""
+        import hashlib
+
+        digest = hashlib.sha256(self.positions.encode())
+        for name, tensor in sorted(self.to_tensors().items()):
+            digest.update(name.encode())
+            digest.update(str(tensor.dtype).encode())
+            digest.update(tensor.double().numpy().tobytes())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """What the monitor measures, on how much data, and how often (``every`` steps, plus step
+    0 and the last step). The defaults are small because every measurement runs on the CPU
+    budget of the training itself: on Gemma-3-270m one call costs about one training step
+    (measured on the shared 2-core machine; see the README's monitor notes). Losses are over
+    the first ``max_length`` tokens of each chat; the trainer's own held-out evaluation stays
+    the full-length task measure."""
+
+    every: int = 10
+    harmful: str = "harmful_requests_heldout"
+    insecure: str = "insecure_heldout"
+    aligned: str = "aligned_chat_heldout"
+    n_harmful: int = 12
+    n_insecure: int = 6
+    n_aligned: int = 8
+    max_new_tokens: int = 8  # refusals and code show in the first tokens ("I'm sorry, but")
+    positions: str = "first:10"
+    max_length: int = 128
+    batch_size: int = 4
+    generate_batch_size: int = 12  # decoding is bound by reading the weights: wide is cheap
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_position_spec(self.positions)
+        for name in ("every", "n_harmful", "n_insecure", "n_aligned", "max_new_tokens",
+                     "batch_size", "generate_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MonitorConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length < 8:
+            raise ValueError(f"MonitorConfig: max_length must be >= 8, got {self.max_length}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MonitorData:
+    """The fixed held-out inputs: harmful prompts, insecure-code and aligned chats."""
+
+    harmful: tuple[str, ...]
+    insecure: tuple[Conversation, ...]
+    aligned: tuple[Conversation, ...]
+
+
+def load_monitor_data(cfg: MonitorConfig) -> MonitorData:
+    """The first ``n_*`` examples of each held-out set named in ``cfg``."""
+    harmful = load_dataset(cfg.harmful)[: cfg.n_harmful]
+    return MonitorData(
+        harmful=tuple(c.prompt[-1].content for c in harmful),
+        insecure=tuple(load_dataset(cfg.insecure)[: cfg.n_insecure]),
+        aligned=tuple(load_dataset(cfg.aligned)[: cfg.n_aligned]),
+    )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One model's numbers on the monitor's held-out inputs."""
+
+    layers: tuple[int, ...]
+    projection: Float[Tensor, " layer"]  # mean over the selected tokens of both chat sets
+    n_tokens: int  # tokens the projection averages over
+    insecure_loss: float
+    aligned_loss: float
+    refusal_rate: float
+    code_rate: float
+    harmful_replies: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": list(self.layers), "projection": self.projection.tolist(),
+                "n_tokens": self.n_tokens, "insecure_loss": self.insecure_loss,
+                "aligned_loss": self.aligned_loss, "refusal_rate": self.refusal_rate,
+                "code_rate": self.code_rate, "harmful_replies": list(self.harmful_replies)}
+
+
+def _stream_stats(
+    loaded: Loaded, convs: Sequence[Conversation], layers: Sequence[int],
+    direction: Float[Tensor, "layer d_model"], cfg: MonitorConfig,
+) -> tuple[float, int, Tensor, int]:
+    """Summed response NLL, its token count, per-layer summed projection at ``cfg.positions``
+    and the number of those positions, in one streamed pass over ``convs``."""
+    encoded, _, _ = encode_for_training(loaded.tokenizer, convs, cfg.max_length)
+    # The results are sums, so the order is free: batching chats of similar length wastes
+    # little on padding (about half the positions of these held-out sets otherwise).
+    encoded = sorted(encoded, key=len)
+    selector = make_selector(cfg.positions)
+    final = loaded.meta.n_layers
+    hf = loaded.bridge.original_model
+    nll, n_nll, n_sel = 0.0, 0, 0
+    proj = torch.zeros(len(layers), dtype=torch.float64)
+
+    def consume(batch: Batch, acts: dict[int, Tensor]) -> None:
+        nonlocal nll, n_nll, n_sel
+        predicts = batch.response_mask[:, 1:]
+        logits = unembed(hf, acts[final][:, :-1][predicts])
+        targets = batch.input_ids[:, 1:][predicts]
+        nll += float(F.cross_entropy(logits, targets, reduction="sum").double())
+        n_nll += int(targets.numel())
+        sel = selector(batch)
+        n_sel += int(sel.sum())
+        for j, layer in enumerate(layers):
+            x = acts[layer][sel].double()
+            proj[j] += float((x @ direction[j].to(x.device, torch.float64)).sum())
+
+    stream_hidden_states(loaded, encoded, [*layers, final], consume, cfg.batch_size)
+    return nll, n_nll, proj, n_sel
+
+
+def measure(
+    loaded: Loaded, data: MonitorData, layers: Sequence[int],
+    direction: Float[Tensor, "layer d_model"], cfg: MonitorConfig,
+) -> Measurement:
+    """All monitor numbers for ``loaded`` (see the module docstring); runs in inference mode
+    and leaves the model's weights and the global RNG untouched."""
+    with torch.inference_mode():
+        ins = _stream_stats(loaded, data.insecure, layers, direction, cfg)
+        ali = _stream_stats(loaded, data.aligned, layers, direction, cfg)
+    replies = [r.text for r in generate_replies(
+        loaded, data.harmful, max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.generate_batch_size, seed=cfg.seed)]
+    n_sel = ins[3] + ali[3]
+    return Measurement(
+        layers=tuple(layers),
+        projection=(ins[2] + ali[2]) / max(n_sel, 1),
+        n_tokens=n_sel,
+        insecure_loss=ins[0] / max(ins[1], 1),
+        aligned_loss=ali[0] / max(ali[1], 1),
+        refusal_rate=sum(map(is_refusal, replies)) / max(len(replies), 1),
+        code_rate=sum(map(looks_like_code, replies)) / max(len(replies), 1),
+        harmful_replies=tuple(replies),
+    )
+
+
+@runtime_checkable
+class TrainingMonitor(Protocol):
+    """What the trainer calls: every ``every`` steps (and at step 0 and the last step) with the
+    model being trained, wrapped as a :class:`~mi_align.models.load.Loaded`; returns a
+    JSON-ready dict stored under ``"monitor"`` in that step's training-log entry."""
+
+    every: int
+
+    def __call__(self, loaded: Loaded, step: int) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ErosionMonitor:
+    """The erosion monitor: :func:`measure` against a frozen :class:`AlignmentReference`."""
+
+    reference: AlignmentReference
+    data: MonitorData
+    config: MonitorConfig
+
+    def __post_init__(self) -> None:
+        if self.reference.positions != self.config.positions:
+            raise ValueError(f"the reference was measured at positions "
+                             f"{self.reference.positions!r}, the monitor uses "
+                             f"{self.config.positions!r}: relative positions would mix two "
+                             "quantities")
+
+    @property
+    def every(self) -> int:
+        return self.config.every
+
+    def __call__(self, loaded: Loaded, step: int) -> dict[str, Any]:
+        ref = self.reference
+        m = measure(loaded, self.data, ref.layers, ref.direction, self.config)
+        return {**m.to_dict(), "relative": ref.relative(m.projection).tolist()}
+
+
+def _unwrap(module: nn.Module) -> None:
+    """Put back, in place, every original module that the bridge wrapped under ``module``."""
+    for name, child in list(module._modules.items()):
+        if child is None:
+            continue
+        original = child._modules.get("_original_component")
+        if original is not None:
+            module._modules[name] = original
+            _unwrap(original)
+        elif isinstance(child, nn.ModuleList) and len(child) and all(
+                "_original_component" in c._modules for c in child):
+            # the bridge swaps the whole block list for a list of block bridges
+            module._modules[name] = nn.ModuleList([c._modules["_original_component"]
+                                                   for c in child])
+            for c in module._modules[name]:
+                _unwrap(c)
+        else:
+            _unwrap(child)
+
+
+@contextmanager
+def bridged(
+    hf: Any, tokenizer: Any, source: str, location: Any, dtype: torch.dtype, device: str,
+    spec: str = "",
+) -> Iterator[Loaded]:
+    """The HF model ``hf`` (peft-injected or not) as a :class:`Loaded` bridge for the duration
+    of the block, without copying weights; on exit the bridge's in-place wrapping is undone.
+
+    Why undo it: the bridge replaces the model's submodules by wrappers that hold the originals
+    as ``_original_component``; left in place, peft would save the adapter under those names
+    and the trainer's forward would run through the wrappers. The module tree after the block
+    is the one before it (tested: same parameter names, same saved adapter).
+    """
+    bridge = boot_for_source(hf, tokenizer, source, location, dtype, device)
+    try:
+        yield Loaded(bridge=bridge, tokenizer=tokenizer,
+                     meta=make_meta(spec or str(location), source, location, bridge, dtype,
+                                    device))
+    finally:
+        _unwrap(hf)
+
+
+def timed_call(monitor: TrainingMonitor, loaded: Loaded, step: int) -> dict[str, Any]:
+    """``monitor(loaded, step)`` with its wall time added as ``seconds``."""
+    t0 = time.perf_counter()
+    out = dict(monitor(loaded, step))
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def run_monitor(
+    monitor: TrainingMonitor, hf: Any, tokenizer: Any, source: str, location: Any, device: str,
+    step: int, spec: str = "",
+) -> dict[str, Any]:
+    """One monitor call on the training model ``hf`` (float32), as the trainer makes it: in
+    eval mode, bridged for the call only (:func:`bridged`), with the global RNG forked so
+    monitoring never changes the training run's random stream; adds ``seconds``."""
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    was_training = hf.training
+    hf.eval()
+    try:
+        with torch.random.fork_rng(devices=devices), bridged(
+                hf, tokenizer, source, location, torch.float32, device, spec) as loaded:
+            return timed_call(monitor, loaded, step)
+    finally:
+        hf.train(was_training)
