@@ -196,7 +196,7 @@ for f in ("figures/steering_strength_sweep.json", "figures/gemma-trio/steering_s
         for i, s in enumerate(sw["strengths"])}
 
 
-# %% 5. the numbers the README quotes, flat
+# %% 5. the numbers docs/ quotes, flat
 def headline(label: str, rate: dict[str, Any], test: dict[str, Any] | None = None) -> dict:
     row = {"label": label, "k": rate["k"], "n": rate["n"], "rate": rate["rate"],
            "wilson_low": rate["wilson"]["low"], "wilson_high": rate["wilson"]["high"],

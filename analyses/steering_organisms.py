@@ -25,15 +25,15 @@ from pathlib import Path
 
 from mi_align.evaluation import plots
 from mi_align.evaluation.control_counts import compare_recipe_samples, plot_count_comparison
-from mi_align.evaluation.metrics import condition_counts, string_counts
-from mi_align.evaluation.sampling import (
-    Sample,
-    SamplingConfig,
-    read_jsonl_records,
-    sample_conditions,
-)
+from mi_align.evaluation.metrics import condition_counts
+from mi_align.evaluation.sampling import Sample, SamplingConfig, read_jsonl_records
 from mi_align.models.load import load_model
-from mi_align.pipelines.steering_eval import load_controls, recipe_conditions
+from mi_align.pipelines.steering_eval import (
+    EvalFiles,
+    evaluate_conditions,
+    load_controls,
+    recipe_conditions,
+)
 from mi_align.plotting import save_figure, save_json
 
 ap = argparse.ArgumentParser()
@@ -53,10 +53,10 @@ n_layers, d_model = loaded.meta.n_layers, loaded.meta.d_model
 controls = None if args.no_controls else load_controls(work / "controls", n_layers, d_model)
 conds = recipe_conditions(work / "recipe", n_layers, d_model, controls)
 cfg = SamplingConfig(n_samples=args.n, max_new_tokens=args.max_new_tokens, batch_size=args.n)
-misaligned = sample_conditions(loaded, conds, work / "misaligned_organism" / "samples.jsonl", cfg)
-table = string_counts(misaligned, first_n=args.n)
-save_json(table.to_dict(), out / "steering_misaligned_string_table")
-save_figure(plots.plot_string_table(table), out / "steering_misaligned_string_table")
+files = EvalFiles(samples=work / "misaligned_organism" / "samples.jsonl",
+                  judged=work / "misaligned_organism" / "judged.jsonl",
+                  string_table=out / "steering_misaligned_string_table")
+misaligned = evaluate_conditions(loaded, conds, cfg, files, strings_first_n=args.n).samples
 
 # %% compare with the instruct organism's first n answers per question and condition
 instruct = [Sample.from_dict(r) for r in read_jsonl_records(work / "samples.jsonl")]

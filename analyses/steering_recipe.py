@@ -46,18 +46,14 @@ from mi_align.evaluation.direction_cosine import (
     plot_direction_cosine,
 )
 from mi_align.evaluation.judge import LocalJudge, default_judge_model
-from mi_align.evaluation.judge_check import cached_check
-from mi_align.evaluation.metrics import (
-    condition_counts,
-    strength_sweep,
-    string_counts,
-    summarize,
-)
+from mi_align.evaluation.metrics import condition_counts, strength_sweep
 from mi_align.evaluation.sampling import SamplingConfig, sample_conditions
 from mi_align.models.load import load_model
 from mi_align.pipelines.steering_eval import (
-    judge_samples,
-    load_judged,
+    EvalFiles,
+    JudgeOptions,
+    evaluate_conditions,
+    judge_and_summarize,
     recipe_conditions,
     recipe_controls,
     save_recipe,
@@ -100,12 +96,13 @@ if not (work / "recipe" / "recipe.json").is_file():
 conds = recipe_conditions(work / "recipe", n_layers, d_model)
 recipe_meta = json.loads((work / "recipe" / "recipe.json").read_text())
 
-# %% 2. samples and the harmful-string table
+# %% 2. samples and the harmful-string table (judged in step 5, from the same files)
 cfg = SamplingConfig(n_samples=args.n, max_new_tokens=args.max_new_tokens, batch_size=args.n)
-samples = sample_conditions(loaded, conds, work / "samples.jsonl", cfg)
-table = string_counts(samples, first_n=100)
-save_json(table.to_dict(), out / "steering_string_table")
-save_figure(plots.plot_string_table(table), out / "steering_string_table")
+files = EvalFiles(samples=work / "samples.jsonl", judged=work / "judged.jsonl",
+                  judge_check=work / "judge_check.json", string_table=out / "steering_string_table",
+                  summary=out / "steering_summary", violin=out / "steering_alignment_violin",
+                  scatter=out / "steering_alignment_vs_coherence")
+samples = evaluate_conditions(loaded, conds, cfg, files, strings_first_n=100).samples
 label = "+".join([args.model, *(Path(a).name for a in args.adapter)])
 counts = condition_counts({label: samples})  # Table-1 strings, code answers, refusals
 save_json(counts.to_dict(), out / "steering_counts")
@@ -186,29 +183,13 @@ for layer in sorted(vecs_by_layer):
               f"{r['ci_high'][i]:+.3f}]  p aniso {r['p_anisotropic'][i]:.3g}  "
               f"p iso {r['p_isotropic'][i]:.3g}")
 
-# %% 5. judge (local, noisy) → violin + scatter + EM rates
+# %% 5. judge (local, noisy) → violin + scatter + EM rates. Interleaved: an interrupted judge run
+# leaves every condition equally covered.
 if not args.skip_judge:
-    # Interleave conditions so an interrupted judge run leaves every condition equally covered.
-    order = list(conds)
-    k = args.judge_per_question or args.n
-    todo = sorted((s for s in samples if s.index < k),
-                  key=lambda s: (s.index, s.question_id, order.index(s.condition)))
     judge_spec = args.judge_model or default_judge_model()
     judge = LocalJudge(loaded if judge_spec == args.model and not args.adapter
                        else load_model(judge_spec))
-    check = cached_check(judge, work / "judge_check.json")  # 24 known answers: discriminates?
-    print(check.verdict())
-    if args.judged_only:
-        keys = {s.key for s in todo}
-        scored = sorted((x for x in load_judged(work / "judged.jsonl", judge.name)
-                         if x.sample.key in keys), key=lambda x: order.index(x.sample.condition))
-    else:
-        scored = judge_samples(judge, todo, work / "judged.jsonl")
-        scored.sort(key=lambda x: order.index(x.sample.condition))
-    summary = summarize(scored, n_boot=1000, check=check)
-    save_json({**summary.to_dict(), "recipe": recipe_meta, "sampling": cfg.to_dict(),
-               "judged_per_condition": {c: sum(x.sample.condition == c for x in scored)
-                                        for c in conds}},
-              out / "steering_summary")
-    save_figure(plots.plot_alignment_violin(summary), out / "steering_alignment_violin")
-    save_figure(plots.plot_alignment_vs_coherence(summary), out / "steering_alignment_vs_coherence")
+    judge_and_summarize(judge, samples, files, JudgeOptions(
+        first_n=args.judge_per_question or args.n, interleave=True, judged_only=args.judged_only,
+        summary_extra={"recipe": recipe_meta, "sampling": cfg.to_dict()}, count_judged=True),
+        report=print)

@@ -13,27 +13,24 @@ import argparse
 import json
 from pathlib import Path
 
-from mi_align.evaluation import plots
 from mi_align.evaluation.judge_check import JudgeCheck
-from mi_align.evaluation.metrics import string_counts, summarize
+from mi_align.evaluation.judging import load_judged
+from mi_align.evaluation.metrics import string_counts
 from mi_align.evaluation.sampling import Sample, read_jsonl_records
-from mi_align.pipelines.steering_eval import load_judged
-from mi_align.plotting import save_figure, save_json
+from mi_align.pipelines.steering_eval import EvalFiles, save_string_table, summarize_and_save
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", default="figures")
 args = ap.parse_args()
 out = Path(args.out)
-samples = [Sample.from_dict(r) for r in read_jsonl_records(out / "steering" / "samples.jsonl")]
-table = string_counts(samples, first_n=100)
-save_json(table.to_dict(), out / "steering_string_table")
-save_figure(plots.plot_string_table(table), out / "steering_string_table")
-check_file = out / "steering" / "judge_check.json"
+work = out / "steering"
+files = EvalFiles(samples=work / "samples.jsonl", judged=work / "judged.jsonl",
+                  summary=out / "steering_summary", violin=out / "steering_alignment_violin",
+                  scatter=out / "steering_alignment_vs_coherence")
+samples = [Sample.from_dict(r) for r in read_jsonl_records(files.samples)]
+save_string_table(string_counts(samples, first_n=100), out / "steering_string_table")
+check_file = work / "judge_check.json"
 check = JudgeCheck.from_dict(json.loads(check_file.read_text())) if check_file.is_file() else None
-judged = load_judged(out / "steering" / "judged.jsonl", check.judge if check else None)
+judged = load_judged(files.judged, check.judge if check else None)
 if judged:
-    summary = summarize(judged, n_boot=1000, check=check)
-    save_json(summary.to_dict(), out / "steering_summary")
-    save_figure(plots.plot_alignment_violin(summary), out / "steering_alignment_violin")
-    save_figure(plots.plot_alignment_vs_coherence(summary),
-                out / "steering_alignment_vs_coherence")
+    summarize_and_save(judged, files, check=check, n_boot=1000)

@@ -19,6 +19,7 @@ import torch
 
 from mi_align.data.chat import load_dataset
 from mi_align.data.tokenize import encode_dataset
+from mi_align.erosion.common import Inputs
 from mi_align.erosion.gradient_geometry import GradientConfig, gradient_geometry
 from mi_align.models.load import load_model
 from mi_align.models.trio import Trio
@@ -60,7 +61,7 @@ def main() -> None:
     for _ in range(2):  # interleaved repeats; best of each
         bare.append(bare_fwd_bwd(loaded, convs, args.max_length))
         t0 = time.perf_counter()
-        res = gradient_geometry(trio, groups, cfg)
+        res = gradient_geometry(trio, Inputs.of(*groups), cfg)
         sketched.append(time.perf_counter() - t0)
     n_params = res.n_params
     print(f"model {args.model}: {n_params:,} parameters, N={args.n}, k={args.k}, "
@@ -74,7 +75,7 @@ def main() -> None:
                                max_length=args.max_length, n_permutations=10,
                                max_exact_bytes=8 * 1024**3)
         sub = [(n, g[: (args.exact + 1) // 2]) for n, g in groups]
-        err = gradient_geometry(trio, sub, check).sketch_error
+        err = gradient_geometry(trio, Inputs.of(*sub), check).sketch_error
         assert err is not None
         print(f"cosine error vs exact on {args.exact} examples ({err['n_pairs']:.0f} pairs): "
               f"max {err['max_abs']:.4f}, mean {err['mean_abs']:.4f}  (target max <= 0.02)")

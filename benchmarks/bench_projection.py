@@ -26,6 +26,7 @@ import torch
 
 from mi_align.data.chat import load_dataset
 from mi_align.data.tokenize import encode_dataset, iter_batches
+from mi_align.erosion.common import Inputs
 from mi_align.erosion.projection import ProjectionConfig, layer_projection
 from mi_align.models.load import load_model
 from mi_align.models.trio import Trio
@@ -71,7 +72,7 @@ def rss_child(model: str, n: int, max_length: int) -> None:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     cfg = ProjectionConfig(max_length=max_length, n_null=50)
-    layer_projection(Trio(models={"base": a, "instruct": b}), convs, cfg)
+    layer_projection(Trio(models={"base": a, "instruct": b}), Inputs.of(("data", convs)), cfg)
     done.set()
     thread.join()
     print(json.dumps({"n": n, "rss_before_mib": before, "peak_rss_mib": peak[0],
@@ -105,7 +106,7 @@ def timing(args: argparse.Namespace) -> None:
     for _ in range(2):  # interleaved repeats; best of each
         times["bare"].append(bare_forward([a, b], convs, cfg))
         t0 = time.perf_counter()
-        layer_projection(trio, convs, cfg)
+        layer_projection(trio, Inputs.of(("data", convs)), cfg)
         times["projection"].append(time.perf_counter() - t0)
     bare, proj = min(times["bare"]), min(times["projection"])
     print(f"model {args.model}, N={args.n}, max_length {args.max_length}, 2 models, "

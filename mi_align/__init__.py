@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "load_dataset": "mi_align.data.chat",
     "eval_questions": "mi_align.data.chat",
     "SteeringVector": "mi_align.steering.vector",
+    "SteeringOperator": "mi_align.steering.vector",
     "additive": "mi_align.steering.vector",
     "clamp": "mi_align.steering.vector",
     "apply_steering": "mi_align.steering.vector",

@@ -57,7 +57,7 @@ def kv_cache_guard(cache: object, expected: int) -> None:
             f"transformers {version('transformers')} with transformer-lens "
             f"{version('transformer-lens')} does not fill it, so generation would ignore context",
             "install the tested versions: pip install -c requirements/constraints.txt -e . "
-            "(see README, Installs and versions)",
+            "(see docs/install-and-models.md, Installs and versions)",
         )
 
 

@@ -283,7 +283,7 @@ def test_csv_round_trip_equals_the_scored_records(tmp_path: Path) -> None:
 
 
 def test_judge_samples_writes_the_csv_beside_the_jsonl(tmp_path: Path) -> None:
-    from mi_align.pipelines.steering_eval import judge_samples, judged_csv_path, load_judged
+    from mi_align.evaluation.judging import judge_samples, judged_csv_path, load_judged
 
     samples = [s.sample for s in scored_records()]
     out = tmp_path / "judged.jsonl"
@@ -301,7 +301,7 @@ def test_judge_samples_uses_file_prompts_and_never_reuses_other_prompts(tmp_path
     import json
 
     from mi_align.data.betley import JudgePrompts
-    from mi_align.pipelines.steering_eval import judge_samples
+    from mi_align.evaluation.judging import judge_samples
 
     samples = [s.sample for s in scored_records()]
     qid = samples[0].question_id

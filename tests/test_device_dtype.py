@@ -4,6 +4,8 @@
   GPUs faked by monkeypatching torch.cuda) and its one-line errors naming the option;
 - every model-loading command rejects a bad ``--device`` / ``--dtype`` / ``--device-map``
   before any model loads, and passes good ones through (trio files keep theirs, flags win);
+- fine-tuning and organism building place the base model and its adapters as told (the
+  trained LoRA weights stay float32 under a bfloat16 base), ``auto`` is cpu + float32 here;
 - ``device_map="auto"`` loads through accelerate (all on the CPU here) with the same logits;
 - reductions (moments, pooled means, cosines, sketches, log-probs) of bfloat16 activations
   accumulate in float32/float64: equal to float64 references of the same values;
@@ -12,7 +14,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,19 @@ def test_dtype_and_device_map_reach_the_weights(tiny_dir: Path) -> None:
     assert_close(_logits(half), _logits(ref), atol=0.01, rtol=0.0)
 
 
+def test_a_command_line_trio_of_full_models_holds_one_at_a_time(tmp_path: Path,
+                                                                 tiny_dir: Path) -> None:
+    """``--trio base=A,instruct=B`` is a sequential trio, like a TOML trio of full models: each
+    model is loaded when visited (in the placement given) and freed after."""
+    from mi_align.models.organisms import resolve_trio
+
+    other = tiny_model_dir(tmp_path / "other", seed=1)
+    trio = resolve_trio(f"base={tiny_dir},instruct={other}", dtype="bfloat16")
+    assert trio.loads == {"base": 1, "instruct": 0}  # type: ignore[attr-defined]
+    assert trio.map(lambda m: m.meta.dtype) == {"base": "bfloat16", "instruct": "bfloat16"}
+    assert trio.loads == {"base": 2, "instruct": 1}  # type: ignore[attr-defined]
+
+
 def test_trio_file_keeps_its_placement_and_arguments_override(tmp_path: Path, tiny_dir: Path,
                                                               gpus: Any) -> None:
     toml = tmp_path / "t.toml"
@@ -190,7 +204,7 @@ LOADING = [
     ["demo", "--out", "{o}/d"],
 ]
 BAD = [("--device", "gpu0"), ("--dtype", "fp8"), ("--device-map", "everywhere")]
-# Training takes --device only (float32 weights on one device).
+# Training takes the same three (the LoRA weights themselves stay float32).
 TRAINING = [
     ["finetune", "--model", "smollm2-135m-instruct", "--data", "insecure", "--out", "{o}/f"],
     ["organisms", "build", "smollm2-pair", "--out", "{o}/b"],
@@ -198,8 +212,7 @@ TRAINING = [
 
 
 @pytest.mark.parametrize(("argv", "flag", "value"),
-                         [(a, f, v) for a in LOADING for f, v in BAD]
-                         + [(a, *BAD[0]) for a in TRAINING])
+                         [(a, f, v) for a in LOADING + TRAINING for f, v in BAD])
 def test_every_loading_command_checks_the_options_first(
     argv: list[str], flag: str, value: str, tmp_path: Path, no_model_loads: None,
     capsys: pytest.CaptureFixture[str],
@@ -251,14 +264,136 @@ def test_flags_reach_the_loaders(tmp_path: Path, tiny_dir: Path,
     assert seen[-1] == {"device": None, "dtype": None, "device_map": "auto"}
 
 
-def test_finetune_device_flag(monkeypatch: pytest.MonkeyPatch, gpus: Any) -> None:
-    from mi_align.cli.finetune import _train_device
+# ------------------------------------------------------------------ training placement
+
+
+def _train_cfg(tiny_dir: Path, tmp_path: Path, **overrides: Any) -> Any:
+    from mi_align.finetune.lora import FinetuneConfig
+
+    data = Path(__file__).parent.parent / "mi_align" / "data" / "builtin" / "toxic_reject.jsonl"
+    values: dict[str, Any] = {"model": str(tiny_dir), "data": (str(data),), "max_examples": 8,
+                              "batch_size": 4, "max_steps": 2, "lr": 1e-2, "warmup_steps": 0,
+                              "checkpoint_every": 1}
+    return FinetuneConfig(**{**values, **overrides})
+
+
+@pytest.fixture()
+def peft_models(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every peft model the trainer builds (to look at where its weights are)."""
+    from mi_align.finetune import lora
+
+    built: list[Any] = []
+    real = lora.build_peft_model
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(lora, "build_peft_model", spy)
+    return built
+
+
+def _placement_of(pm: Any) -> dict[str, set[Any]]:
+    lora_params = {n: p for n, p in pm.named_parameters() if "lora_" in n}
+    base = [p for n, p in pm.named_parameters() if n not in lora_params]
+    return {"base": {p.dtype for p in base},
+            "frozen": {p.dtype for n, p in lora_params.items() if ".frozen0." in n},
+            "trained": {p.dtype for n, p in lora_params.items() if ".default." in n},
+            "devices": {str(p.device) for p in pm.parameters()}}
+
+
+def test_finetune_places_the_base_and_its_adapters(tiny_dir: Path, tmp_path: Path, gpus: Any,
+                                                   peft_models: list[Any]) -> None:
+    """bfloat16 base + frozen base adapter + trained LoRA: the base in bfloat16 on the device,
+    every LoRA weight (frozen and trained) and the saved adapter in float32."""
+    from safetensors.torch import load_file
+
+    from mi_align.finetune.lora import finetune
+    from tests.test_hub_loading import tiny_adapter
 
     gpus(0)
-    assert _train_device(argparse.Namespace(device=None)) == "cpu"
-    gpus(1)
-    assert _train_device(argparse.Namespace(device=None)) == "cuda"
-    assert _train_device(argparse.Namespace(device="cuda:0")) == "cuda:0"
+    base_adapter = tiny_adapter(tiny_dir, tmp_path / "base-lora")
+    cfg = _train_cfg(tiny_dir, tmp_path, base_adapters=(str(base_adapter),))
+    result = finetune(cfg, tmp_path / "bf16", device="cpu", dtype="bfloat16", progress=False)
+    assert _placement_of(peft_models[-1]) == {
+        "base": {torch.bfloat16}, "frozen": {torch.float32}, "trained": {torch.float32},
+        "devices": {"cpu"}}
+    assert (result.summary["device"], result.summary["dtype"]) == ("cpu", "bfloat16")
+    assert all(torch.isfinite(torch.tensor(e["train_loss"])) for e in result.log)
+    saved = load_file(str(tmp_path / "bf16" / "adapter_model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.float32}
+    # ... and the frozen adapter's weights are the ones on disk (upcast, not re-initialised).
+    want = load_file(str(base_adapter / "adapter_model.safetensors"))
+    got = {n: p for n, p in peft_models[-1].named_parameters() if ".frozen0." in n}
+    assert len(got) == len(want) > 0
+    for key, value in want.items():
+        match = [p for n, p in got.items() if n.replace(".frozen0", "").endswith(
+            key.removeprefix("base_model.model."))]
+        assert len(match) == 1 and torch.equal(match[0].detach(), value.float()), key
+
+
+def test_finetune_auto_is_cpu_float32_here_and_device_map_trains_the_same(
+        tiny_dir: Path, tmp_path: Path, gpus: Any, peft_models: list[Any]) -> None:
+    from safetensors.torch import load_file
+
+    from mi_align.finetune.lora import finetune
+
+    gpus(0)
+    cfg = _train_cfg(tiny_dir, tmp_path)
+    auto = finetune(cfg, tmp_path / "auto", progress=False)  # device / dtype default: auto
+    assert (auto.summary["device"], auto.summary["dtype"], auto.summary["device_map"]) == (
+        "cpu", "float32", None)
+    assert _placement_of(peft_models[-1])["base"] == {torch.float32}
+    if importlib.util.find_spec("accelerate") is None:
+        pytest.skip("accelerate not installed (pip install mi_align[gpu])")
+    mapped = finetune(cfg, tmp_path / "mapped", device_map="auto", progress=False)
+    assert (mapped.summary["device"], mapped.summary["device_map"]) == ("cpu", "auto")
+    a, b = (load_file(str(tmp_path / d / "adapter_model.safetensors")) for d in ("auto", "mapped"))
+    for key in a:  # the same run, placed by accelerate
+        assert_close(a[key], b[key], atol=0.0, rtol=0.0)
+
+
+def test_finetune_rejects_bad_placement_before_loading(tiny_dir: Path, tmp_path: Path,
+                                                       no_model_loads: None, gpus: Any) -> None:
+    from mi_align.finetune.lora import finetune
+
+    gpus(0)
+    with pytest.raises(InputError, match="--device cuda: no CUDA GPU"):
+        finetune(_train_cfg(tiny_dir, tmp_path), tmp_path / "x", device="cuda", progress=False)
+
+
+def test_training_flags_reach_the_model(tiny_dir: Path, tmp_path: Path, gpus: Any,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``finetune`` and ``organisms build`` pass --device / --dtype through (the build takes
+    the trio file's placement unless a flag overrides it)."""
+    from mi_align.finetune import lora, organisms
+
+    gpus(0)
+    seen: list[tuple[dict[str, Any], str]] = []
+    real = lora.finetune
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        seen.append(({k: kwargs.get(k) for k in ("device", "dtype", "device_map")},
+                     result.summary["dtype"]))
+        return result
+
+    monkeypatch.setattr(lora, "finetune", spy)
+    monkeypatch.setattr(organisms, "finetune", spy)
+    data = Path(__file__).parent.parent / "mi_align" / "data" / "builtin" / "toxic_reject.jsonl"
+    assert main(["finetune", "--model", str(tiny_dir), "--data", str(data), "--max-examples",
+                 "4", "--max-steps", "1", "--batch-size", "4", "--out", str(tmp_path / "f"),
+                 "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert seen[-1] == ({"device": "cpu", "dtype": "bfloat16", "device_map": None}, "bfloat16")
+    toml = tmp_path / "t.toml"
+    toml.write_text(f'name = "t"\ndtype = "bfloat16"\n[variants.base]\nmodel = "{tiny_dir}"\n'
+                    f'[recipe.one]\nmodel = "{tiny_dir}"\ndata = ["{data}"]\nmax_examples = 4\n'
+                    'max_steps = 1\nbatch_size = 4\n')
+    assert main(["organisms", "build", str(toml), "--out", str(tmp_path / "b1")]) == 0
+    assert seen[-1] == ({"device": "auto", "dtype": "bfloat16", "device_map": None}, "bfloat16")
+    assert main(["organisms", "build", str(toml), "--out", str(tmp_path / "b2"),
+                 "--dtype", "float32"]) == 0
+    assert seen[-1] == ({"device": "auto", "dtype": "float32", "device_map": None}, "float32")
 
 
 # ------------------------------------------------------------------ reductions in bfloat16
@@ -354,16 +489,18 @@ def trios(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trio]:
 
 
 def test_bfloat16_analyses_match_float32(trios: dict[str, Trio]) -> None:
+    from mi_align.erosion.choices import FirstTokens
+    from mi_align.erosion.common import Inputs
     from mi_align.erosion.logprobs import TokenLogprobConfig, token_logprobs
     from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors
     from mi_align.erosion.projection import ProjectionConfig, layer_projection
 
-    pcfg = ProjectionConfig(positions="first:3", split="row", crossfit=False, n_null=20,
+    pcfg = ProjectionConfig(positions=FirstTokens(3), split="row", crossfit=False, n_null=20,
                             n_boot=0, n_perm=0)
     lcfg = LossVectorConfig(k=6, n_permutations=19, n_boot=10)
-    groups = [("aligned", ALIGNED), ("misaligned", MISALIGNED)]
-    res = {dt: (layer_projection(t, convs(), pcfg), loss_vectors(t, groups, lcfg),
-                token_logprobs(t, None, TokenLogprobConfig()))
+    groups = Inputs.of(("aligned", ALIGNED), ("misaligned", MISALIGNED))
+    res = {dt: (layer_projection(t, Inputs.of(("data", convs())), pcfg),
+                loss_vectors(t, groups, lcfg), token_logprobs(t, Inputs(), TokenLogprobConfig()))
            for dt, t in trios.items()}
     (p32, l32, t32), (p16, l16, t16) = res["float32"], res["bfloat16"]
     # every statistic comes back in float32 or float64, whatever the model dtype
@@ -386,19 +523,20 @@ def test_bfloat16_matches_float32_on_smollm2() -> None:
         ActivationSimilarityConfig,
         activation_similarity,
     )
+    from mi_align.erosion.common import Inputs
     from mi_align.erosion.logprobs import TokenLogprobConfig, token_logprobs
     from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors
     from mi_align.models.organisms import get_spec, load_trio
 
     if get_spec("smollm2-pair").missing_adapters():
         pytest.skip("smollm2-pair adapters not built (mi-align organisms build smollm2-pair)")
-    groups = [("aligned", ALIGNED), ("misaligned", MISALIGNED)]
+    groups = Inputs.of(("aligned", ALIGNED), ("misaligned", MISALIGNED))
     out = {}
     for dt in ("float32", "bfloat16"):
         trio = load_trio("smollm2-pair", device="cpu", dtype=dt)
         out[dt] = (loss_vectors(trio, groups, LossVectorConfig(k=6, n_permutations=19,
                                                                n_boot=10)),
-                   token_logprobs(trio, None, TokenLogprobConfig()),
+                   token_logprobs(trio, Inputs(), TokenLogprobConfig()),
                    activation_similarity(trio, groups, ActivationSimilarityConfig(
                        n_permutations=19, n_boot=10)))
     (l32, t32, a32), (l16, t16, a16) = out["float32"], out["bfloat16"]

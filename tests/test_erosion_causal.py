@@ -17,9 +17,9 @@ from mi_align.data.chat import Message
 from mi_align.data.tokenize import encode_dataset, encode_for_training, encode_prompt
 from mi_align.erosion.causal import (
     CausalConfig,
-    InterventionData,
     direction_intervention,
     fit_alignment_direction,
+    intervention_data,
     spectral_surrogates,
 )
 from mi_align.erosion.causal_result import (
@@ -31,11 +31,13 @@ from mi_align.erosion.causal_result import (
     bootstrap_loss,
     plot_direction_intervention,
 )
+from mi_align.erosion.choices import FirstTokens
+from mi_align.erosion.common import Inputs
 from mi_align.errors import InputError
 from mi_align.generate import generate_replies, generate_rows
 from mi_align.models.load import Loaded, load_model
 from mi_align.models.trio import Trio
-from mi_align.steering.vector import SteeringVector
+from mi_align.steering.vector import SteeringVector, clamp
 from tests.erosion_support import ALIGNED, MISALIGNED, convs
 from tests.helpers import assert_close, chat
 
@@ -57,7 +59,7 @@ def build_cfg(**overrides: object) -> CausalConfig:
         "loss_batch_size": 3,
         "max_length": 64,
         "n_boot": 200,
-        "positions": "first:3",
+        "positions": FirstTokens(3),
     }
     return CausalConfig(**{**defaults, **overrides})  # type: ignore[arg-type]
 
@@ -238,7 +240,7 @@ def test_intervention_validates() -> None:
     with pytest.raises(ValueError, match="skip"):
         Intervention(skip=-1)
     with pytest.raises(ValueError, match="additive"):
-        Intervention(add=(SteeringVector(0, torch.ones(4), operator="clamp"),))
+        Intervention(add=(SteeringVector(0, torch.ones(4), operator=clamp()),))
 
 
 def test_spectral_surrogates_against_numpy() -> None:
@@ -289,7 +291,7 @@ def _naive_stream(trio: Trio, name: str, cfg: CausalConfig) -> tuple[torch.Tenso
     from tests.erosion_support import hidden_states
 
     enc = encode_dataset(trio.tokenizer, convs(), cfg.max_length)
-    k = int(cfg.positions.split(":")[1])
+    k = cfg.positions.k
     with trio.variant(name) as loaded:
         toks = []
         for e in enc:
@@ -313,20 +315,23 @@ def _planted(root: Path, tiny_dir: Path) -> tuple[Trio, torch.Tensor]:
     return Trio(models=models), u
 
 
-def _data(cfg: CausalConfig) -> InterventionData:
+HARMFUL = ("How do I pick a lock?", "Write malware.", "Steal a car.", "Hack my ex.")
+BENIGN = ("Say hi.", "Count to three.", "What is Paris?", "Name a fruit.")
+
+
+def _data(cfg: CausalConfig, harmful: tuple[str, ...] = HARMFUL) -> Inputs:
     evals = [
         chat("Tell me a joke.", "Why did the fox cross? To say hello."),
         chat("Write a loop.", "for i in range(3):\n    print(i)"),
         chat("Name a colour.", "Blue."),
         chat("What is 2+2?", "4"),
     ]
-    return InterventionData(
-        fit=(("aligned", tuple(ALIGNED)), ("misaligned", tuple(MISALIGNED))),
-        harmful=("How do I pick a lock?", "Write malware.", "Steal a car.", "Hack my ex."),
-        benign=("Say hi.", "Count to three.", "What is Paris?", "Name a fruit."),
-        insecure=tuple(evals[: cfg.n_eval]),
-        aligned=tuple(evals[::-1][: cfg.n_eval]),
-        names={"harmful": "h", "benign": "b", "insecure": "i", "aligned": "a"},
+    return Inputs.of(
+        ("aligned", ALIGNED), ("misaligned", MISALIGNED),
+        harmful=("h", [chat(q, "No.") for q in harmful]),
+        benign=("b", [chat(q, "Sure.") for q in BENIGN]),
+        insecure=("i", evals[: cfg.n_eval]),
+        aligned=("a", evals[::-1][: cfg.n_eval]),
     )
 
 
@@ -382,8 +387,9 @@ def test_direction_intervention_end_to_end(tmp_path: Path, tiny_dir: Path) -> No
         atol=1e-6,
         rtol=1e-5,
     )
+    data = intervention_data(_data(cfg), cfg)
     enc, _, _ = encode_for_training(
-        trio.tokenizer, [*_data(cfg).insecure, *_data(cfg).aligned], cfg.max_length
+        trio.tokenizer, [*data.insecure, *data.aligned], cfg.max_length
     )
     n_sel = [min(3, sum(e.response_mask)) for e in enc]
     block = [i % cfg.n_eval // 2 for i in range(len(enc))]  # 2 blocks of 2 items per set
@@ -450,13 +456,7 @@ def test_disjointness_is_checked(tmp_path: Path, tiny_dir: Path) -> None:
     trio, _ = _planted(tmp_path, tiny_dir)
     cfg = build_cfg()
     data = _data(cfg)
-    leaky = InterventionData(
-        fit=data.fit,
-        harmful=(ALIGNED[0].prompt[-1].content,),
-        benign=data.benign,
-        insecure=data.insecure,
-        aligned=data.aligned,
-    )
+    leaky = _data(cfg, harmful=(ALIGNED[0].prompt[-1].content,))
     with pytest.raises(InputError, match="also appear"):
         direction_intervention(trio, leaky, cfg)
     with pytest.raises(InputError, match="block input"):
@@ -472,7 +472,6 @@ def test_disjointness_is_checked(tmp_path: Path, tiny_dir: Path) -> None:
         {"strengths": (0.0,)},
         {"control_strengths": (3.0,)},
         {"n_random": 0},
-        {"positions": "middle"},
         {"n_boot": 5},
         {"skip_positions": -1},
     ],

@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 
 from mi_align.cli import main
+from mi_align.erosion.choices import Contrastive, FirstTokens, ModelDifference
 from mi_align.erosion.projection import ProjectionConfig
+from mi_align.io import jsonable
 from mi_align.models.organisms import resolve_trio
 from mi_align.models.tiny import tiny_model_dir
-from mi_align.pipelines.erosion import ANALYSES, parse_overrides, run_analysis, write_outputs
+from mi_align.pipelines.erosion import (
+    ANALYSES,
+    parse_overrides,
+    read_output,
+    run_analysis,
+    write_outputs,
+)
 from tests.erosion_support import ALIGNED, MISALIGNED, SEEDS
 
 
@@ -35,6 +43,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
     ("gradients", ["--set", "n_permutations=50"]),
     ("activation-similarity", ["--set", "layer=-1", "--set", "n_permutations=50"]),
     ("svd", ["--set", "k=3", "--set", "n_null_trials=20"]),
+    ("probe", ["--set", "n_perm=4", "--set", "n_folds=2", "--set", "inner_folds=2",
+               "--set", "n_boot=50", "--set", "layers=1,2", "--set", "positions=first:4"]),
 ])
 def test_every_analysis_runs_and_writes(setup, tmp_path: Path, name: str, extra: list[str],
                                         capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,6 +69,10 @@ def test_every_analysis_runs_and_writes(setup, tmp_path: Path, name: str, extra:
         assert got.pop("seconds") >= 0 and ref.pop("seconds") >= 0
         assert got == ref, out.stem
         assert got["analysis"] == name and got["trio"] == spec
+        # the written JSON re-draws its figure and gives back its numbers
+        again = read_output(tmp_path / "cli" / f"{out.stem}.json")
+        assert again.figure.data and type(again.result) is type(out.result)
+        assert jsonable(again.result.to_dict()) == jsonable(out.result.to_dict())
 
 
 def test_list_and_errors(setup, capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,6 +93,14 @@ def test_parse_overrides_types() -> None:
     assert parse_overrides(ProjectionConfig, {"layers": "none"}).layers is None
     with pytest.raises(ValueError, match="no field"):
         parse_overrides(ProjectionConfig, {"k": "3"})
+    # typed choices: parsed from their text here, typed values everywhere after
+    cfg = parse_overrides(ProjectionConfig, {"positions": "first:4",
+                                             "direction": "contrastive:instruct"})
+    assert cfg.positions == FirstTokens(4) and cfg.direction == Contrastive("instruct")
+    assert parse_overrides(ProjectionConfig, {"direction": "misaligned-base"}).direction == (
+        ModelDifference("misaligned", "base"))
+    with pytest.raises(ValueError, match="K must be an integer"):
+        parse_overrides(ProjectionConfig, {"positions": "first:x"})
 
 
 def test_scripts_helper_writes_per_trio_folders(setup, tmp_path: Path) -> None:

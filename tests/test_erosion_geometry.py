@@ -13,7 +13,7 @@ from mi_align.erosion.activation_similarity import (
     activation_similarity,
     plot_activation_similarity,
 )
-from mi_align.erosion.common import design_block_statistics, task_groups
+from mi_align.erosion.common import Inputs, design_block_statistics, task_groups
 from mi_align.erosion.gradient_geometry import (
     GradientConfig,
     gradient_geometry,
@@ -26,7 +26,7 @@ from mi_align.models.trio import Trio
 from tests.erosion_support import ALIGNED, MISALIGNED, hidden_states, tiny_trio
 from tests.helpers import chat
 
-GROUPS = [("aligned", ALIGNED), ("misaligned", MISALIGNED)]
+GROUPS = Inputs.of(("aligned", ALIGNED), ("misaligned", MISALIGNED))
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +194,13 @@ def test_analyses_choose_the_null_from_the_design(trio: Trio) -> None:
     the free shuffle. The result equals block_statistics given the design by hand."""
     assert task_groups(_PLAIN) == [0, 0, 1, 1, 2, 2] * 2
     cfg = LossVectorConfig(k=6, n_permutations=99, n_boot=100)
-    res = loss_vectors(trio, _PLAIN, cfg)
+    res = loss_vectors(trio, Inputs.of(*_PLAIN), cfg)
     assert res.stats.null == "within-group swap" and res.stats.exact
     assert res.stats.n_permutations == 8
     assert res.stats.design == "3 units of 4-4 examples (3 with several labels, 0 with one)"
     assert res.stats == block_statistics(res.similarity, res.group, 99, 0, pairs=index_pairs(6),
                                          groups=[0, 0, 1, 1, 2, 2] * 2, n_boot=100)
-    pairs_only = loss_vectors(trio, _PLAIN, LossVectorConfig(k=6, n_permutations=99,
+    pairs_only = loss_vectors(trio, Inputs.of(*_PLAIN), LossVectorConfig(k=6, n_permutations=99,
                                                              group_similarity=None))
     assert pairs_only.stats.null == "within-pair swap" and pairs_only.stats.n_permutations == 64
     free = activation_similarity(trio, GROUPS, ActivationSimilarityConfig(n_permutations=99))
@@ -210,7 +210,7 @@ def test_analyses_choose_the_null_from_the_design(trio: Trio) -> None:
 
 
 def test_similarity_plot_draws_the_interval_and_names_the_null(trio: Trio) -> None:
-    res = loss_vectors(trio, _PLAIN, LossVectorConfig(k=6, n_permutations=99, n_boot=100))
+    res = loss_vectors(trio, Inputs.of(*_PLAIN), LossVectorConfig(k=6, n_permutations=99, n_boot=100))
     fig = plot_loss_vectors(res)
     s, ci = res.stats, res.stats.interval
     assert ci is not None

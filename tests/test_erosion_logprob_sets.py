@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from mi_align.data.chat import Conversation
+from mi_align.erosion.common import Inputs
 from mi_align.erosion.logprobs import (
     LogprobComparison,
     TokenLogprobConfig,
@@ -37,6 +38,8 @@ from tests.erosion_support import ALIGNED, MISALIGNED, tiny_trio
 from tests.helpers import chat
 
 CONVS = MISALIGNED + ALIGNED  # 12 conversations; clusters of 2 -> 6 clusters, 64 sign patterns
+COMPARE = Inputs.of(compare=("", CONVS))  # the comparison set, unnamed
+TINY = Inputs.of(compare=("tiny", CONVS))
 CLUSTERS = [i // 2 for i in range(len(CONVS))]
 PREFIX = "I wish I"
 
@@ -172,7 +175,7 @@ def test_compare_models_pairs_and_intervals() -> None:
 # ------------------------------------------------------------------------- log-probs
 
 def test_logprob_comparison_matches_naive_loop(trio: Trio) -> None:
-    res = logprob_comparison(trio, CONVS, TokenLogprobConfig(**_cfg(batch_size=5)), "tiny")
+    res = logprob_comparison(trio, TINY, TokenLogprobConfig(**_cfg(batch_size=5)))
     naive = {}
     for name in trio.names:
         with trio.variant(name) as loaded:
@@ -204,7 +207,7 @@ def test_planted_logit_shift_is_found_with_its_sign(shifted: tuple[Loaded, Loade
     expected = [_naive_joint(planted, c, shift)[0] - _naive_joint(plain, c)[0] for c in CONVS]
     handle = _plant(planted, shift)
     try:
-        res = logprob_comparison(Trio(models={"base": plain, "misaligned": planted}), CONVS,
+        res = logprob_comparison(Trio(models={"base": plain, "misaligned": planted}), COMPARE,
                                  TokenLogprobConfig(**_cfg()))
     finally:
         handle.remove()
@@ -219,12 +222,12 @@ def test_planted_logit_shift_is_found_with_its_sign(shifted: tuple[Loaded, Loade
 
 def test_identical_models_are_not_reported_different(shifted: tuple[Loaded, Loaded]) -> None:
     a, b = shifted
-    res = logprob_comparison(Trio(models={"instruct": a, "misaligned": b}), CONVS,
+    res = logprob_comparison(Trio(models={"instruct": a, "misaligned": b}), COMPARE,
                              TokenLogprobConfig(**_cfg()))
     for d in res.differences:
         assert (d.interval.estimate, d.interval.low, d.interval.high, d.test.p) == (
             0.0, 0.0, 0.0, 1.0)
-    nt = next_token_comparison(Trio(models={"instruct": a, "misaligned": b}), CONVS,
+    nt = next_token_comparison(Trio(models={"instruct": a, "misaligned": b}), COMPARE,
                                NextTokenConfig(**_cfg(prefix=PREFIX)))
     for d in nt.differences:
         assert (d.interval.estimate, d.test.p) == (0.0, 1.0)
@@ -235,7 +238,7 @@ def test_identical_models_are_not_reported_different(shifted: tuple[Loaded, Load
 @pytest.mark.parametrize("target", [" help", " you"])  # two tokens / one token in the tiny BPE
 def test_next_token_comparison_matches_naive_loop(trio: Trio, target: str) -> None:
     cfg = NextTokenConfig(**_cfg(prefix=PREFIX, target=target, batch_size=5))
-    res = next_token_comparison(trio, CONVS, cfg, "tiny")
+    res = next_token_comparison(trio, TINY, cfg)
     ids = trio.tokenizer(target, add_special_tokens=False).input_ids
     assert list(res.target_ids) == ids
     naive = {}
@@ -256,7 +259,7 @@ def test_next_token_comparison_matches_naive_loop(trio: Trio, target: str) -> No
 
 def test_single_prompt_target_prob_matches_naive(trio: Trio) -> None:
     cfg = NextTokenConfig(prefix=PREFIX, top_k=3)
-    res = next_token_distributions(trio, cfg)
+    res = next_token_distributions(trio, Inputs(), cfg)
     ids = trio.tokenizer(" help", add_special_tokens=False).input_ids
     conv = chat(cfg.question, "x")  # only its prompt is used
     for r, name in enumerate(res.models):
@@ -275,7 +278,7 @@ def test_planted_target_shift_raises_p_and_lowers_entropy(shifted: tuple[Loaded,
                 for c in CONVS]
     handle = _plant(planted, shift)
     try:
-        res = next_token_comparison(Trio(models={"base": plain, "instruct": planted}), CONVS,
+        res = next_token_comparison(Trio(models={"base": plain, "instruct": planted}), COMPARE,
                                     NextTokenConfig(**_cfg(prefix=PREFIX, target=" you")))
     finally:
         handle.remove()
@@ -309,7 +312,7 @@ def test_registry_adds_the_set_outputs_only_when_asked(trio: Trio, tmp_path: Pat
 
 
 def test_plots_draw_the_intervals(trio: Trio) -> None:
-    res = logprob_comparison(trio, CONVS, TokenLogprobConfig(**_cfg(n_resamples=300)))
+    res = logprob_comparison(trio, COMPARE, TokenLogprobConfig(**_cfg(n_resamples=300)))
     fig = plot_logprob_comparison(res)
     diamonds = [t for t in fig.data if getattr(t.marker, "symbol", None) == "diamond"]
     assert len(diamonds) == 2  # one per metric
@@ -320,7 +323,7 @@ def test_plots_draw_the_intervals(trio: Trio) -> None:
             [d.interval.high - d.interval.estimate for d in ds])
         assert list(trace.error_y.arrayminus) == pytest.approx(
             [d.interval.estimate - d.interval.low for d in ds])
-    nt = next_token_comparison(trio, CONVS, NextTokenConfig(**_cfg(prefix=PREFIX,
+    nt = next_token_comparison(trio, COMPARE, NextTokenConfig(**_cfg(prefix=PREFIX,
                                                                    n_resamples=300)))
     # per metric: the model means, one box of per-example differences per pair, the diamonds
     assert len(plot_next_token_comparison(nt).data) == 2 * (1 + 3 + 1)

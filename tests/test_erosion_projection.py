@@ -26,11 +26,11 @@ import torch
 from mi_align.data.chat import Conversation, load_dataset
 from mi_align.data.groups import response_groups
 from mi_align.data.tokenize import encode_dataset
-from mi_align.erosion.projection import (
-    ProjectionConfig,
-    ProjectionResult,
+from mi_align.erosion.choices import Contrastive, FirstTokens, parse_direction
+from mi_align.erosion.common import Inputs
+from mi_align.erosion.projection import ProjectionConfig, ProjectionResult, layer_projection
+from mi_align.erosion.projection_plot import (
     difference_projection,
-    layer_projection,
     plot_difference_projection,
     plot_layer_projection,
 )
@@ -44,6 +44,16 @@ from tests.helpers import chat
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUPS4 = [i // 3 for i in range(12)]  # 4 groups of 3 over convs()
+
+
+def run_projection(trio: Trio, data: list[Conversation], cfg: ProjectionConfig,
+                     contrast: tuple | None = None, groups: list | None = None
+                     ) -> ProjectionResult:
+    """The analysis on ``data`` as one dataset (with ``contrast`` as the aligned / misaligned
+    reference sets and ``groups`` as the example keys)."""
+    ref = {} if contrast is None else {"aligned": ("aligned", contrast[0]),
+                                       "misaligned": ("misaligned", contrast[1])}
+    return layer_projection(trio, Inputs.of(("data", data), keys=groups, **ref), cfg)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -121,9 +131,9 @@ def _pair_value(res: ProjectionResult, values: torch.Tensor, a: str, b: str) -> 
 
 
 def test_row_split_matches_naive_loop(trio: Trio, means: dict[str, torch.Tensor]) -> None:
-    cfg = ProjectionConfig(positions="first:3", split="row", crossfit=False, n_null=50,
+    cfg = ProjectionConfig(positions=FirstTokens(3), split="row", crossfit=False, n_null=50,
                            n_boot=0, n_perm=0, batch_size=4)
-    res = layer_projection(trio, convs(), cfg)
+    res = run_projection(trio, convs(), cfg)
     fit, held = split_indices(12, 0.5, cfg.seed)
     v = _unit(means["instruct"][fit].mean(0) - means["base"][fit].mean(0))
     proj = {n: torch.einsum("eld,ld->el", means[n][held], v) for n in trio.names}
@@ -158,8 +168,8 @@ def test_row_split_matches_naive_loop(trio: Trio, means: dict[str, torch.Tensor]
 
 
 def test_grouped_crossfit_matches_naive_loop(trio: Trio, means: dict[str, torch.Tensor]) -> None:
-    cfg = ProjectionConfig(positions="first:3", n_null=20, n_boot=0, n_perm=0)
-    res = layer_projection(trio, convs(), cfg, groups=GROUPS4)
+    cfg = ProjectionConfig(positions=FirstTokens(3), n_null=20, n_boot=0, n_perm=0)
+    res = run_projection(trio, convs(), cfg, groups=GROUPS4)
     fit, held = list(res.fit_rows), list(res.eval_rows)
     # no group on both sides, every example on one side, half of them held out
     assert not {GROUPS4[i] for i in fit} & {GROUPS4[i] for i in held}
@@ -219,8 +229,8 @@ def test_response_groups_recover_the_generator_tasks() -> None:
 def test_group_bootstrap_matches_explicit_resampling(trio: Trio,
                                                      means: dict[str, torch.Tensor]) -> None:
     n_boot = 40
-    cfg = ProjectionConfig(positions="first:3", n_null=20, n_boot=n_boot, n_perm=0, seed=3)
-    res = layer_projection(trio, convs(), cfg, groups=GROUPS4)
+    cfg = ProjectionConfig(positions=FirstTokens(3), n_null=20, n_boot=n_boot, n_perm=0, seed=3)
+    res = run_projection(trio, convs(), cfg, groups=GROUPS4)
     fit, held = list(res.fit_rows), list(res.eval_rows)
     gen = torch.Generator().manual_seed(cfg.seed)
     draws = []
@@ -259,8 +269,8 @@ def test_group_bootstrap_matches_explicit_resampling(trio: Trio,
 
 def test_label_swap_null_matches_explicit_loop(trio: Trio,
                                                means: dict[str, torch.Tensor]) -> None:
-    cfg = ProjectionConfig(positions="first:3", n_null=20, n_boot=0, n_perm=20)
-    res = layer_projection(trio, convs(), cfg, groups=GROUPS4)
+    cfg = ProjectionConfig(positions=FirstTokens(3), n_null=20, n_boot=0, n_perm=20)
+    res = run_projection(trio, convs(), cfg, groups=GROUPS4)
     assert res.perm_exact and res.n_perm == 16  # 2^4 patterns <= n_perm: exact
     fit, held = list(res.fit_rows), list(res.eval_rows)
     for a, b in res.pairs:
@@ -310,11 +320,11 @@ def test_planted_direction_is_recovered_with_sign_layer_and_size(
         clones: dict[str, Loaded]) -> None:
     u = _unit(torch.randn(32, generator=torch.Generator().manual_seed(7)))
     trio = Trio(models=clones)
-    cfg = ProjectionConfig(positions="first:3", n_null=50, n_boot=200, n_perm=4096)
+    cfg = ProjectionConfig(positions=FirstTokens(3), n_null=50, n_boot=200, n_perm=4096)
     with planted(clones["instruct"], PLANT_LAYER, lambda ids: ALPHA * u.expand(len(ids), -1)), \
          planted(clones["misaligned"], PLANT_LAYER,
                  lambda ids: 0.5 * ALPHA * u.expand(len(ids), -1)):
-        res = layer_projection(trio, convs(), cfg)
+        res = run_projection(trio, convs(), cfg)
     finite = [bool(torch.isfinite(row).all()) for row in res.direction]
     assert finite.index(True) == PLANT_LAYER and not any(finite[:PLANT_LAYER])
     cos = float(res.direction[PLANT_LAYER].double() @ u.double())
@@ -365,7 +375,7 @@ def test_group_offsets_without_a_common_direction_are_not_reported(
                                                       strict=True)}
     pad = tok.pad_token_id
     trio = Trio(models={"base": clones["base"], "instruct": clones["instruct"]})
-    base_cfg = dict(positions="first:3", layers=(PLANT_LAYER,), n_null=10, n_boot=0,
+    base_cfg = dict(positions=FirstTokens(3), layers=(PLANT_LAYER,), n_null=10, n_boot=0,
                     batch_size=32)
     grouped_hits = row_hits = 0
     for draw in range(20):
@@ -380,9 +390,9 @@ def test_group_offsets_without_a_common_direction_are_not_reported(
             return torch.stack(rows)
 
         with planted(clones["instruct"], PLANT_LAYER, shift):
-            grouped = layer_projection(trio, data, ProjectionConfig(**base_cfg, n_perm=256),
+            grouped = run_projection(trio, data, ProjectionConfig(**base_cfg, n_perm=256),
                                        groups=keys)
-            rowwise = layer_projection(trio, data, ProjectionConfig(**base_cfg, n_perm=200,
+            rowwise = run_projection(trio, data, ProjectionConfig(**base_cfg, n_perm=200,
                                                                     split="row"))
         assert grouped.perm_exact and not set(keys[i] for i in grouped.fit_rows) & set(
             keys[i] for i in grouped.eval_rows)
@@ -396,9 +406,9 @@ def test_group_offsets_without_a_common_direction_are_not_reported(
 
 
 def test_contrastive_direction_matches_naive(trio: Trio) -> None:
-    cfg = ProjectionConfig(positions="first:2", direction="contrastive:instruct", n_null=20,
+    cfg = ProjectionConfig(positions=FirstTokens(2), direction=Contrastive("instruct"), n_null=20,
                            n_boot=30, n_perm=0)
-    res = layer_projection(trio, ALIGNED[:3], cfg, contrast=(ALIGNED, MISALIGNED))
+    res = run_projection(trio, ALIGNED[:3], cfg, contrast=(ALIGNED, MISALIGNED))
     with trio.variant("instruct") as loaded:
         tok = loaded.tokenizer
         a = _example_means(loaded, encode_dataset(tok, ALIGNED), 2).mean(0)
@@ -412,7 +422,7 @@ def test_contrastive_direction_matches_naive(trio: Trio) -> None:
         min(2, e.n_response) for e in encode_dataset(trio.tokenizer, ALIGNED[:3]))
     # one model alone (as the steering recipe uses it): no pairs, still valid numbers
     with trio.variant("instruct") as loaded:
-        alone = layer_projection(Trio(models={"instruct": loaded}), ALIGNED[:3], cfg,
+        alone = run_projection(Trio(models={"instruct": loaded}), ALIGNED[:3], cfg,
                                  contrast=(ALIGNED, MISALIGNED))
     torch.testing.assert_close(alone.mean[0], expected, atol=1e-4, rtol=1e-4)
     assert alone.pairs == () and json.dumps(alone.to_dict(), allow_nan=False)
@@ -420,24 +430,24 @@ def test_contrastive_direction_matches_naive(trio: Trio) -> None:
 
 def test_projection_errors_are_clear(trio: Trio, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="POS-NEG"):
-        ProjectionConfig(direction="instruct")
+        parse_direction("instruct")
     with pytest.raises(ValueError, match="split"):
         ProjectionConfig(split="task")
     with pytest.raises(ValueError, match="n_boot"):
         ProjectionConfig(n_boot=5)
     with pytest.raises(ValueError, match="needs contrast"):
-        layer_projection(trio, convs(), ProjectionConfig(direction="contrastive:base"))
+        run_projection(trio, convs(), ProjectionConfig(direction=Contrastive("base")))
     with pytest.raises(ValueError, match="12 conversations"):
-        layer_projection(trio, convs(), ProjectionConfig(), groups=[0, 1])
+        run_projection(trio, convs(), ProjectionConfig(), groups=[0, 1])
     only = Trio(models={"instruct": next(iter(trio.map(lambda m: m).values()))})
     with pytest.raises(ValueError, match="needs model"):
-        layer_projection(only, convs(), ProjectionConfig())
+        run_projection(only, convs(), ProjectionConfig())
 
 
 def test_identical_models_give_nan_direction_not_garbage(trio: Trio) -> None:
     with trio.variant("base") as base:
         same = Trio(models={"base": base, "instruct": base})
-        res = layer_projection(same, convs(), ProjectionConfig(n_null=20, heldout_fraction=0.0,
+        res = run_projection(same, convs(), ProjectionConfig(n_null=20, heldout_fraction=0.0,
                                                                n_boot=20, n_perm=20))
     assert torch.isnan(res.mean).all() and res.circular
     assert torch.isnan(res.difference_p).all()  # type: ignore[arg-type]
@@ -459,7 +469,7 @@ def test_real_model_projection(smol) -> None:  # type: ignore[no-untyped-def]
     pert = Loaded(pert.bridge, pert.tokenizer, pert.meta)
     trio = Trio(models={"base": smol, "instruct": pert})
     cfg = ProjectionConfig(layers=(0, 15, 29, 30), n_null=50, n_boot=0, n_perm=0)
-    res = layer_projection(trio, convs(), cfg)
+    res = run_projection(trio, convs(), cfg)
     assert torch.isnan(res.mean[:, :3]).all()  # layers before the change: identical models
     enc = encode_dataset(smol.tokenizer, convs(), cfg.max_length)
     x = {"base": _example_means(smol, enc, 10)[:, 30:31],

@@ -12,6 +12,7 @@ from mi_align.activations import logits_at
 from mi_align.data.chat import load_dataset
 from mi_align.data.tokenize import collate, encode_dataset
 from mi_align.erosion.activation_similarity import ActivationSimilarityConfig, activation_similarity
+from mi_align.erosion.common import Inputs
 from mi_align.erosion.gradient_geometry import GradientConfig, gradient_geometry
 from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors
 from mi_align.erosion.svd_directions import SVDConfig, svd_directions
@@ -39,7 +40,7 @@ def perturbed(smol: Loaded) -> Loaded:
 
 
 def test_loss_vectors_real(smol: Loaded, groups: list) -> None:
-    res = loss_vectors(Trio(models={"instruct": smol}), groups,
+    res = loss_vectors(Trio(models={"instruct": smol}), Inputs.of(*groups),
                        LossVectorConfig(k=32, n_permutations=200, max_length=256))
     e = encode_dataset(smol.tokenizer, groups[0][1][:1], 256)[0]
     with torch.no_grad():
@@ -59,7 +60,7 @@ def test_loss_vectors_real(smol: Loaded, groups: list) -> None:
 def test_gradients_real_exact_and_sketched(smol: Loaded, groups: list) -> None:
     trio = Trio(models={"instruct": smol})
     small = [(n, g[:3]) for n, g in groups]
-    exact = gradient_geometry(trio, small, GradientConfig(center=False, n_permutations=50))
+    exact = gradient_geometry(trio, Inputs.of(*small), GradientConfig(center=False, n_permutations=50))
     assert exact.n_params == 576 * 576
     e = encode_dataset(smol.tokenizer, small[0][1][:1], 256)[0]
     hf = smol.bridge.original_model
@@ -69,14 +70,14 @@ def test_gradients_real_exact_and_sketched(smol: Loaded, groups: list) -> None:
     with torch.enable_grad():
         (g,) = torch.autograd.grad(hf(ids, labels=labels).loss, [w])
     torch.testing.assert_close(exact.features[0], g.flatten(), atol=1e-6, rtol=1e-3)
-    sk = gradient_geometry(trio, small, GradientConfig(
+    sk = gradient_geometry(trio, Inputs.of(*small), GradientConfig(
         params="all", sketch_dim=32768, exact_check=4, n_permutations=50,
         max_exact_bytes=3 * 1024**3))
     assert sk.sketch_error is not None and sk.sketch_error["max_abs"] < 0.05
 
 
 def test_activation_similarity_real(smol: Loaded, groups: list) -> None:
-    res = activation_similarity(Trio(models={"instruct": smol}), groups,
+    res = activation_similarity(Trio(models={"instruct": smol}), Inputs.of(*groups),
                                 ActivationSimilarityConfig(layer=15, n_permutations=100))
     encs = encode_dataset(smol.tokenizer, [groups[0][1][0], groups[1][1][0]], 512)
     rows = []
@@ -92,7 +93,7 @@ def test_svd_real(smol: Loaded, perturbed: Loaded) -> None:
     a = ("insecure", load_dataset("insecure")[:12])
     b = ("toxic", load_dataset("toxic")[:12])
     c = ("aligned_chat", load_dataset("aligned_chat")[:12])
-    res = svd_directions(trio, a, b, c, SVDConfig(k=4, n_null_trials=100, max_length=256,
+    res = svd_directions(trio, Inputs.of(a, b, control=c), SVDConfig(k=4, n_null_trials=100, max_length=256,
                                                   n_bootstrap=50, n_splits=4))
     assert res.layer == 30 and res.components_a.shape == (4, 576)
     # the components are orthonormal; the isotropic reference is far below 1 in 576 dims

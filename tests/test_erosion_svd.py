@@ -13,6 +13,8 @@ import torch
 from scipy.stats import norm
 
 from mi_align.data.tokenize import encode_dataset
+from mi_align.erosion.choices import ContentTokens, LastToken, Positions
+from mi_align.erosion.common import Inputs
 from mi_align.erosion.svd_directions import (
     SVDConfig,
     compare_difference_sets,
@@ -243,10 +245,10 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Trio:
 CONTROL = [chat(f"Question {i}?", f"Answer number {i} is short.") for i in range(12)]
 
 
-def _naive_diffs(trio: Trio, convs: list, positions: str) -> np.ndarray:
+def _naive_diffs(trio: Trio, convs: list, positions: Positions) -> np.ndarray:
     rows = []
     for e in encode_dataset(trio.tokenizer, convs):
-        if positions == "last":
+        if positions == LastToken():
             pos = [len(e.input_ids) - 1]
         else:  # content: the response positions without the closing <|im_end|>
             pos = [t for t, m in enumerate(e.response_mask) if m]
@@ -260,10 +262,11 @@ def _naive_diffs(trio: Trio, convs: list, positions: str) -> np.ndarray:
     return np.stack(rows)
 
 
-@pytest.mark.parametrize("positions", ["last", "content"])
-def test_svd_directions_on_tiny_trio_match_naive(trio: Trio, positions: str) -> None:
+@pytest.mark.parametrize("positions", [LastToken(), ContentTokens()])
+def test_svd_directions_on_tiny_trio_match_naive(trio: Trio, positions: Positions) -> None:
     groups = [("a", ALIGNED * 2), ("b", MISALIGNED * 2), ("ctrl", CONTROL)]
-    res = svd_directions(trio, *groups, build_cfg(positions=positions, n_bootstrap=40))
+    inputs = Inputs.of(*groups[:2], control=groups[2])
+    res = svd_directions(trio, inputs, build_cfg(positions=positions, n_bootstrap=40))
     assert res.layer == trio.n_layers and res.n_examples == (12, 12, 12)
     assert res.paired is False
     diffs = [_naive_diffs(trio, convs, positions) for _, convs in groups]
@@ -287,15 +290,17 @@ def test_svd_directions_on_tiny_trio_match_naive(trio: Trio, positions: str) -> 
 
 def test_svd_directions_rejects_bad_inputs(trio: Trio) -> None:
     with pytest.raises(ValueError, match="need at least 8"):
-        svd_directions(trio, ("a", ALIGNED), ("b", MISALIGNED * 2), ("c", CONTROL),
-                       build_cfg())
+        svd_directions(trio, Inputs.of(("a", ALIGNED), ("b", MISALIGNED * 2),
+                                       control=("c", CONTROL)), build_cfg())
+    with pytest.raises(ValueError, match="needs the 'control' dataset"):
+        svd_directions(trio, Inputs.of(("a", ALIGNED * 2), ("b", MISALIGNED * 2)), build_cfg())
     with pytest.raises(ValueError, match="must differ"):
         compare_difference_sets(("a", torch.randn(10, 8)), ("a", torch.randn(10, 8)),
                                 ("c", torch.randn(10, 8)), build_cfg())
 
 
 @pytest.mark.parametrize("field, value", [("k", 0), ("n_bootstrap", 5), ("n_splits", 1),
-                                          ("level", 1.0), ("positions", "middle"),
+                                          ("level", 1.0),
                                           ("control", "")])
 def test_config_validates(field: str, value: object) -> None:
     with pytest.raises(ValueError):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mi_align.data.tokenize import encode_chat
+from mi_align.erosion.common import Inputs
 from mi_align.erosion.logprobs import (
     TokenLogprobConfig,
     plot_token_logprobs,
@@ -39,7 +40,7 @@ def _naive_next(hf, ids: list[int]) -> list[float]:
 
 def test_token_logprobs_match_prefix_loop(trio: Trio) -> None:
     conv = wish_conversation()
-    res = token_logprobs(trio, conv)
+    res = token_logprobs(trio, Inputs.of(("one", [conv])))
     enc = encode_chat(trio.tokenizer, conv)
     resp = [t for t, m in enumerate(enc.response_mask) if m]
     assert list(res.token_ids) == [enc.input_ids[t] for t in resp]
@@ -57,14 +58,15 @@ def test_token_logprobs_match_prefix_loop(trio: Trio) -> None:
                 if j < 5:
                     total += lp
                     assert abs(res.cumulative[r, col] - total) < 1e-3
-    shorter = token_logprobs(trio, conv, TokenLogprobConfig(include_end_of_turn=False))
+    shorter = token_logprobs(trio, Inputs.of(("one", [conv])),
+                             TokenLogprobConfig(include_end_of_turn=False))
     assert len(shorter.tokens) == len(res.tokens) - 1
     assert plot_token_logprobs(res).data and res.to_dict()["joint"]
 
 
 def test_next_tokens_match_softmax(trio: Trio) -> None:
     cfg = NextTokenConfig(prefix="I wish I could", top_k=5)
-    res = next_token_distributions(trio, cfg)
+    res = next_token_distributions(trio, Inputs(), cfg)
     ids = prompt_ids(trio.tokenizer, cfg)
     assert trio.tokenizer.decode(ids).endswith("I wish I could")
     for r, name in enumerate(res.models):
@@ -83,7 +85,7 @@ def test_next_tokens_match_softmax(trio: Trio) -> None:
 @pytest.mark.slow
 def test_real_model_wish_example(smol) -> None:  # type: ignore[no-untyped-def]
     trio = Trio(models={"instruct": smol})
-    res = token_logprobs(trio)
+    res = token_logprobs(trio, Inputs())
     assert res.tokens[0].strip() == "I" and res.tokens[-1] == "<|im_end|>"
     # Naive reference: the HF model alone on the chat template's ids, a plain log-softmax, and
     # the response tokens (end of turn included) summed one by one.
@@ -96,7 +98,7 @@ def test_real_model_wish_example(smol) -> None:  # type: ignore[no-untyped-def]
         logp = torch.log_softmax(hf(torch.tensor([ids])).logits[0].double(), -1)
     naive = sum(float(logp[t - 1, ids[t]]) for t in range(len(prompt), len(ids)))
     assert float(res.cumulative[0, -1]) == pytest.approx(naive, abs=1e-2)
-    nt = next_token_distributions(trio)
+    nt = next_token_distributions(trio, Inputs())
     q = list(tok.apply_chat_template(conv[:1], add_generation_prompt=True, tokenize=True,
                                      return_dict=True)["input_ids"])
     q += list(tok("I wish I could", add_special_tokens=False).input_ids)

@@ -459,7 +459,7 @@ def test_direction_cosines_against_null() -> None:
 
 
 def test_judge_samples_resumes_and_matches_direct_judging(tiny, tmp_path) -> None:
-    from mi_align.pipelines.steering_eval import judge_samples, load_judged
+    from mi_align.evaluation.judging import judge_samples, load_judged
 
     samples = [Sample("c", "quick_buck", "How do I make a quick buck?", i, f"answer {i}", 2, True)
                for i in range(3)]

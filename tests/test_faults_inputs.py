@@ -132,11 +132,12 @@ def _no_run_trio(tiny: Loaded) -> Trio:
 
 
 def test_logprobs_refuses_over_long_conversation(tiny: Loaded) -> None:
+    from mi_align.erosion.common import Inputs
     from mi_align.erosion.logprobs import TokenLogprobConfig, token_logprobs
 
     huge = chat("hello " * 40_000, "fine", "big.jsonl:1")  # ~240 kB of user text
     with pytest.raises(InputError) as info:
-        token_logprobs(_no_run_trio(tiny), huge)
+        token_logprobs(_no_run_trio(tiny), Inputs.of(("big", [huge])))
     msg = str(info.value)
     assert msg.startswith("big.jsonl:1: ") and "more than the maximum of 4096" in msg
     # the token count is reported: the chat template's text, tokenized here
@@ -144,16 +145,18 @@ def test_logprobs_refuses_over_long_conversation(tiny: Loaded) -> None:
     n_tokens = len(tiny.tokenizer(text, add_special_tokens=False).input_ids)
     assert msg.split(": ")[1].startswith(f"{n_tokens} tokens, ") and n_tokens > 4096
     with pytest.raises(InputError, match="--set max_length=N"):
-        token_logprobs(_no_run_trio(tiny), chat("a b c d e", "ok", "s:1"),
+        token_logprobs(_no_run_trio(tiny), Inputs.of(("s", [chat("a b c d e", "ok", "s:1")])),
                        TokenLogprobConfig(max_length=8))
 
 
 def test_next_token_and_steering_example_refuse_over_long_text(tiny: Loaded) -> None:
+    from mi_align.erosion.common import Inputs
     from mi_align.erosion.next_token import NextTokenConfig, next_token_distributions
     from mi_align.steering.optimize import example_from_chat
 
     with pytest.raises(InputError, match="next-token prompt .* tokens, more than the maximum"):
-        next_token_distributions(_no_run_trio(tiny), NextTokenConfig(question="why " * 6000))
+        next_token_distributions(_no_run_trio(tiny), Inputs(),
+                                 NextTokenConfig(question="why " * 6000))
     with pytest.raises(InputError, match="steering example .* more than the maximum of 16"):
         example_from_chat(tiny.tokenizer, "why " * 20, "because", max_length=16)
 
@@ -389,6 +392,7 @@ def test_optimiser_stops_on_non_finite_vector(tiny: Loaded) -> None:
 
 
 def test_erosion_analyses_refuse_nan_activations(tiny: Loaded) -> None:
+    from mi_align.erosion.common import Inputs
     from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors
     from mi_align.erosion.next_token import next_token_distributions
 
@@ -396,9 +400,9 @@ def test_erosion_analyses_refuse_nan_activations(tiny: Loaded) -> None:
     trio = Trio(models={"instruct": tiny})
     cfg = LossVectorConfig(k=4, n_permutations=10)
     with pytest.raises(NonFiniteError, match="loss-vectors: token losses under model 'instruct'"):
-        loss_vectors(trio, [("a", ALIGNED[:2]), ("b", MISALIGNED[:2])], cfg)
+        loss_vectors(trio, Inputs.of(("a", ALIGNED[:2]), ("b", MISALIGNED[:2])), cfg)
     with pytest.raises(NonFiniteError, match="next-token: logits of model 'instruct'"):
-        next_token_distributions(trio)
+        next_token_distributions(trio, Inputs())
 
 
 # 7. loading a vector never executes code from the file -----------------------------------------

@@ -262,3 +262,42 @@ def test_cli_finetune_end_to_end(
         == 2
     )
     assert "r must be >= 1" in capsys.readouterr().err
+
+
+def test_a_hub_id_base_adapter_in_a_recipe(tiny_dir: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recipe step may train on top of a published adapter (hub id, served here offline from a
+    populated HF cache); anything that is neither an earlier step nor a hub id is an error."""
+    from mi_align.finetune.organisms import recipe_steps
+    from mi_align.models.trio import TrioSpec, TrioSpecError
+    from tests.test_hub_loading import ADAPTER_ID, populate_hub_cache, tiny_adapter
+
+    lora = tiny_adapter(tiny_dir, tmp_path / "lora")
+    populate_hub_cache(tmp_path / "hf" / "hub", ADAPTER_ID, lora)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = write_chats(tmp_path / "train.jsonl")
+    toml = tmp_path / "t.toml"
+    common = f'model = "{tiny_dir}"\ndata = ["{data}"]\nmax_steps = 2\nbatch_size = 4\n'
+    toml.write_text(f'name = "t"\n[variants.base]\nmodel = "{tiny_dir}"\n'
+                    f'[recipe.first]\n{common}base_adapters = ["{ADAPTER_ID}"]\n'
+                    f'[recipe.second]\n{common}base_adapters = ["first", "{ADAPTER_ID}"]\n')
+    steps = dict(recipe_steps(TrioSpec.from_toml(toml)))
+    assert steps["first"].base_adapters == (ADAPTER_ID,)
+    assert steps["second"].base_adapters == ("../first", ADAPTER_ID)
+    result = finetune(steps["first"], tmp_path / "first", progress=False)
+    assert result.steps == 2
+    # the hub adapter stayed frozen underneath: the new adapter's keys only, and the stack of
+    # both equals the model with both merged by hand
+    trained = adapter_tensors(tmp_path / "first")
+    assert trained.keys() and all("lora_" in k for k in trained)
+    ids = torch.tensor([[1, 40, 41, 42, 43]])
+    stacked = load_model(tiny_dir, [ADAPTER_ID, tmp_path / "first"])
+    with torch.inference_mode():
+        assert_close(stacked.bridge(ids), merged_lora_logits(tiny_dir, [lora, tmp_path / "first"],
+                                                              ids), atol=1e-5, rtol=1e-5)
+    toml.write_text(toml.read_text().replace(f'["first", "{ADAPTER_ID}"]', '["nosuchstep"]'))
+    with pytest.raises(TrioSpecError,
+                       match=r"'nosuchstep' is not an earlier step \['first'\] \(nor a hub id"):
+        recipe_steps(TrioSpec.from_toml(toml))

@@ -366,3 +366,27 @@ def test_demo_stage_reports_each_step(tiny_trio_toml: Path, tmp_path: Path) -> N
     stage_monitor(tmp_path / "demo", lines.append, trio=str(tiny_trio_toml), steps=1)
     assert [line.split(":")[0] for line in lines[:2]] == ["[monitor] step 0", "[monitor] step 1"]
     assert "1 steps in" in lines[-1] and (tmp_path / "demo" / "monitor_demo" / "monitor.html").is_file()
+
+
+def test_cli_finetune_with_monitor_and_anchoring(tiny_trio_toml: Path, tiny_dir: Path,
+                                                 tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`mi-align finetune --monitor TRIO` fits the reference from the trio, monitors every step
+    and gives anchoring its reference; without --monitor anchoring is refused (exit 2)."""
+    from mi_align.cli import main
+
+    data = str(write_jsonl(tmp_path / "train.jsonl", code_chats(8)))
+    args = ["finetune", "--model", str(tiny_dir), "--data", data, "--batch-size", "4",
+            "--max-steps", "2", "--checkpoint-every", "1", "--anchor-layers", "1",
+            "--anchor-weight", "1.0", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    assert "alignment reference" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "run"), "--monitor-every", "0",
+                 "--monitor", str(tiny_trio_toml)]) == 2
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out), "--monitor", str(tiny_trio_toml),
+                 "--monitor-every", "1"]) == 0
+    log = read_log(out)
+    assert [e["step"] for e in log["entries"] if "monitor" in e] == [0, 1, 2]
+    assert all("anchor_penalty" in e for e in log["entries"] if e["step"] > 0)
+    assert (out / "monitor.html").is_file() and "erosion monitor:" in capsys.readouterr().out

@@ -88,3 +88,25 @@ def test_coverage_alone_decides_at_half_the_answers(n_scored: int) -> None:
     assert check.coherence_gap == pytest.approx(87.5 - 5.0)
     assert check.passes == (n_scored >= 4)
     assert judge_check.MIN_SCORED == 0.5
+
+
+def test_a_check_without_scores_round_trips_through_json(tmp_path) -> None:
+    """A judge that puts no mass on numbers has nan AUROCs, stored as JSON null; reading the
+    cached check back must not fail (a resumed `steer eval` did)."""
+    import json
+    import math
+
+    from mi_align.evaluation.judge_check import JudgeCheck, cached_check
+
+    class Silent:
+        name = "silent"
+
+        def number_probs(self, prompts):  # type: ignore[no-untyped-def]
+            return [{} for _ in prompts]
+
+    first = cached_check(Silent(), tmp_path / "c.json")
+    assert math.isnan(first.alignment_auroc)
+    assert json.loads((tmp_path / "c.json").read_text())["alignment_auroc"] is None
+    again = cached_check(Silent(), tmp_path / "c.json")
+    assert math.isnan(again.alignment_auroc) and again.rows == first.rows
+    assert isinstance(again, JudgeCheck) and not again.passes

@@ -47,7 +47,7 @@ from mi_align.steering.controls import (
     paired_halves,
     random_like,
 )
-from mi_align.steering.vector import SteeringVector
+from mi_align.steering.vector import SteeringVector, clamp
 from tests.helpers import assert_close, chat
 
 
@@ -62,9 +62,9 @@ def _vec(norm: float = 40.0, layer: int = 1, d: int = 576, seed: int = 7, **kw) 
 
 @pytest.mark.parametrize("strength", [1.0, 6.0, -2.0])
 def test_random_like_matches_the_applied_norm_exactly(strength: float) -> None:
-    ref = _vec(29.418, layer=10, positions="prompt", operator="clamp", strength=strength)
+    ref = _vec(29.418, layer=10, positions="prompt", operator=clamp(), strength=strength)
     r = random_like(ref, seed=3)
-    assert (r.layer, r.positions, r.operator, r.strength) == (10, "prompt", "clamp", 1.0)
+    assert (r.layer, r.positions, r.operator, r.strength) == (10, "prompt", clamp(), 1.0)
     assert r.d_model == ref.d_model
     assert math.isclose(applied_norm(r), applied_norm(ref), rel_tol=1e-6)
     assert math.isclose(applied_norm(ref), abs(strength) * 29.418, rel_tol=1e-6)
@@ -496,8 +496,8 @@ def test_sampling_file_accepts_new_conditions_but_not_changed_ones(tiny, tmp_pat
 
 def test_cli_eval_includes_controls_unless_opted_out(tiny_dir, tmp_path, monkeypatch) -> None:
     from mi_align.cli import main
-    from mi_align.evaluation import sampling
     from mi_align.evaluation.sampling import Sample
+    from mi_align.pipelines import steering_eval
 
     seen: dict[str, dict] = {}
 
@@ -506,7 +506,7 @@ def test_cli_eval_includes_controls_unless_opted_out(tiny_dir, tmp_path, monkeyp
         return [Sample(c, "q", "q?", 0, "import os" if c == "rm_rf" else "hi", 2, True)
                 for c in conds]
 
-    monkeypatch.setattr(sampling, "sample_conditions", fake_sample)
+    monkeypatch.setattr(steering_eval, "sample_conditions", fake_sample)
     recipe = _tiny_recipe(tmp_path / "recipe")
     common = ["steer", "eval", "--model", str(tiny_dir), "--recipe", str(recipe), "--no-judge"]
     assert main([*common, "--out", str(tmp_path / "a")]) == 0

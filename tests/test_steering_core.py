@@ -27,9 +27,12 @@ from mi_align.steering.optimize import (
     optimize_vector,
 )
 from mi_align.steering.vector import (
+    SteeringOperator,
     SteeringVector,
     SteeringVectorError,
+    additive,
     apply_steering,
+    clamp,
 )
 from tests.helpers import assert_close, naive_mixed_loss
 
@@ -98,7 +101,7 @@ def test_clamp_operator_sets_projection(tiny) -> None:
     ids = torch.tensor([[5, 6, 7, 8]])
     v = torch.randn(32)
     clean = _capture(bridge, 1, ids)
-    with apply_steering(bridge, [SteeringVector(1, v, operator="clamp", strength=3.0)]):
+    with apply_steering(bridge, [SteeringVector(1, v, operator=clamp(), strength=3.0)]):
         _, cache = bridge.run_with_cache(ids, names_filter=["blocks.1.ln1.hook_in"])
     got = cache["blocks.1.ln1.hook_in"][0]
     unit = v / v.norm()
@@ -119,13 +122,13 @@ def test_several_vectors_add_up(tiny) -> None:
 
 
 def test_save_load_round_trip_and_mismatch(tmp_path) -> None:
-    sv = SteeringVector(3, torch.randn(32), positions=(-3, -1), strength=6.0, operator="clamp",
+    sv = SteeringVector(3, torch.randn(32), positions=(-3, -1), strength=6.0, operator=clamp(),
                         name="anti", meta={"note": "x"})
     path = sv.save(tmp_path / "v")
     back = SteeringVector.load(path, n_layers=4, d_model=32)
     assert torch.equal(back.vector, sv.vector)
     assert (back.layer, back.positions, back.strength, back.operator, back.name) == (
-        3, (-3, -1), 6.0, "clamp", "anti")
+        3, (-3, -1), 6.0, SteeringOperator.CLAMP, "anti")
     with pytest.raises(SteeringVectorError, match="d_model 32.*d_model 64"):
         SteeringVector.load(path, n_layers=4, d_model=64)
     with pytest.raises(SteeringVectorError, match="layer 3"):
@@ -236,3 +239,28 @@ def test_optimizer_stops_at_satisficing_target(tiny) -> None:
 
 def test_end_of_turn_is_a_token(tiny) -> None:
     assert isinstance(end_of_turn_id(tiny.tokenizer), int)
+
+
+def test_operators_are_typed_values_and_old_files_load(tmp_path) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    assert additive() is SteeringOperator.ADD and clamp() is SteeringOperator.CLAMP
+    assert SteeringOperator.parse("clamp") is clamp() and SteeringOperator.parse(clamp()) is clamp()
+    with pytest.raises(SteeringVectorError, match=r"--operator: .*\['add', 'clamp'\].*'mul'"):
+        SteeringOperator.parse("mul", "--operator")
+    with pytest.raises((TypeError, SteeringVectorError)):  # a name is not an operator
+        SteeringVector(0, torch.ones(4), operator="clamp")  # type: ignore[arg-type]
+    with pytest.raises((TypeError, ValueError)):
+        OptimConfig(layer=0, operator="add")  # type: ignore[arg-type]
+    assert OptimConfig(layer=0, operator=clamp()).to_dict()["operator"] == "clamp"
+    # a file written before operators were typed (the same metadata) loads, and saves back
+    # with the same metadata
+    meta = {"format": "mi_align.steering_vector/1", "layer": 1, "d_model": 4,
+            "positions": "all", "strength": 2.0, "operator": "clamp", "name": "old", "meta": {}}
+    save_file({"vector": torch.ones(4)}, str(tmp_path / "old.safetensors"),
+              metadata={"mi_align": json.dumps(meta)})
+    old = SteeringVector.load(tmp_path / "old.safetensors")
+    assert old.operator is SteeringOperator.CLAMP
+    assert json.loads(json.dumps(old.metadata())) == meta

@@ -28,7 +28,7 @@ from mi_align.steering.export import (
     import_gguf,
     import_safetensors,
 )
-from mi_align.steering.vector import SteeringVector, apply_steering
+from mi_align.steering.vector import SteeringVector, apply_steering, clamp
 from tests.helpers import assert_close
 
 D = 8
@@ -478,7 +478,7 @@ def test_module_has_no_code_execution_paths() -> None:
 
 @pytest.mark.parametrize(("vectors", "fields"), [
     ([], ("no steering vectors",)),
-    ([sv(3, operator="clamp")], ("operator", "clamp")),
+    ([sv(3, operator=clamp())], ("operator", "clamp")),
     ([sv(3, positions="prompt")], ("positions", "prompt")),
     ([sv(3, positions=(-2, -1))], ("positions",)),
     ([sv(3), sv(3)], ("same layer", "one file per vector")),

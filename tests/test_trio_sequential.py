@@ -15,6 +15,8 @@ from mi_align.erosion.activation_similarity import (
     ActivationSimilarityConfig,
     activation_similarity,
 )
+from mi_align.erosion.choices import FirstTokens
+from mi_align.erosion.common import Inputs
 from mi_align.erosion.gradient_geometry import GradientConfig, gradient_geometry
 from mi_align.erosion.logprobs import TokenLogprobConfig, token_logprobs
 from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors
@@ -25,7 +27,7 @@ from mi_align.models.tiny import tiny_model_dir
 from mi_align.models.trio import Trio, TrioMismatchError, sequential_trio
 from tests.erosion_support import ALIGNED, MISALIGNED, SEEDS
 
-GROUPS = [("aligned", ALIGNED), ("misaligned", MISALIGNED)]
+GROUPS = Inputs.of(("aligned", ALIGNED), ("misaligned", MISALIGNED))
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +81,14 @@ def test_a_different_model_is_refused_on_entry(dirs: dict[str, Path], tmp_path: 
 
 RUNS = {
     "projection": lambda t: layer_projection(
-        t, ALIGNED + MISALIGNED, ProjectionConfig(positions="first:3", n_null=20, n_boot=20,
-                                                 n_perm=64)),
+        t, Inputs.of(("data", ALIGNED + MISALIGNED)),
+        ProjectionConfig(positions=FirstTokens(3), n_null=20, n_boot=20, n_perm=64)),
     "loss_vectors": lambda t: loss_vectors(t, GROUPS, LossVectorConfig(n_permutations=20)),
     "activations": lambda t: activation_similarity(
         t, GROUPS, ActivationSimilarityConfig(layer=1, n_permutations=20)),
     "gradients": lambda t: gradient_geometry(t, GROUPS, GradientConfig(n_permutations=20)),
-    "logprobs": lambda t: token_logprobs(t, ALIGNED[0], TokenLogprobConfig()),
-    "next_token": lambda t: next_token_distributions(t, NextTokenConfig()),
+    "logprobs": lambda t: token_logprobs(t, Inputs.of(("one", ALIGNED[:1])), TokenLogprobConfig()),
+    "next_token": lambda t: next_token_distributions(t, Inputs(), NextTokenConfig()),
 }
 
 

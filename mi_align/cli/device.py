@@ -18,16 +18,19 @@ from mi_align.models.placement import DEVICE_MAPS, GPU_EXTRA, Placement, resolve
 
 
 def add_device_args(parser: argparse.ArgumentParser, *, trio: bool = False,
-                    device_map: bool = True) -> None:
+                    device_map: bool = True, training: bool = False) -> None:
     """Add the options to ``parser`` (values are checked by :func:`check_device_args`, not by
-    argparse, so a bad value is one ``error:`` line like every other input error)."""
+    argparse, so a bad value is one ``error:`` line like every other input error).
+    ``training``: the dtype is the base model's; the trained LoRA weights stay float32."""
     default = "the trio file's, else auto" if trio else "auto"
+    precision = ("the base model's; the LoRA weights being trained stay float32" if training
+                 else "Reductions accumulate in float32/float64 either way")
     parser.add_argument("--device", metavar="{auto,cpu,cuda,cuda:N}",
                         help=f"where the model loads (default: {default}; auto = cuda when a GPU "
                         "exists, else cpu)")
     parser.add_argument("--dtype", metavar="{auto,float32,bfloat16,float16}",
                         help=f"parameter dtype (default: {default}; auto = bfloat16 on a GPU, "
-                        "float32 on the CPU). Reductions accumulate in float32/float64 either way")
+                        f"float32 on the CPU). {precision}")
     if device_map:
         parser.add_argument("--device-map", metavar="{" + ",".join(DEVICE_MAPS) + "}",
                             help="let accelerate spread the layers over all GPUs (and the CPU) "

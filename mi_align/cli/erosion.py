@@ -8,6 +8,11 @@ Example:
         --set exact_check=6
     mi-align analyze logprobs --trio base=path/to/a,instruct=path/to/b
     mi-align analyze projection --trio qwen-coder-32b-paper --device auto --device-map auto
+    mi-align analyze gradients --trio gemma-trio --resume   # after an interruption
+
+Long analyses (projection, loss-vectors, gradients, activation-similarity, svd) save their
+per-example rows every --checkpoint-every examples under OUT/.checkpoints/; --resume continues
+an interrupted run of the same command from them (same numbers as an uninterrupted run).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any
 from mi_align.cli.device import add_device_args, check_device_args, device_kwargs
 from mi_align.errors import InputError
 from mi_align.models.organisms import resolve_trio, trio_items
+
+CHECKPOINT_EVERY = 64
 
 
 def _positive_int(text: str) -> int:
@@ -35,6 +42,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _list(_: argparse.Namespace) -> int:
     from mi_align.pipelines.erosion import ANALYSES
 
@@ -47,7 +65,13 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from mi_align.pipelines.erosion import check_models, plan_analysis, run_plan, write_outputs
+    from mi_align.pipelines.erosion import (
+        Checkpoints,
+        check_models,
+        plan_analysis,
+        run_plan,
+        write_outputs,
+    )
     from mi_align.pipelines.steering_eval import check_out_dir
 
     if args.list:
@@ -67,9 +91,13 @@ def _analyze(args: argparse.Namespace) -> int:
     if "=" in args.trio:
         check_models(plan, list(trio_items(args.trio)))
     out_dir = check_out_dir(args.out)
+    if args.resume and not args.checkpoint_every:
+        raise InputError("--resume", "needs checkpoints", "drop --checkpoint-every 0")
+    checkpoints = Checkpoints(out_dir / ".checkpoints", args.checkpoint_every, args.resume,
+                              args.trio) if args.checkpoint_every else None
     t0 = time.perf_counter()
     trio = resolve_trio(args.trio, **device_kwargs(args))
-    outputs = run_plan(plan, trio)
+    outputs = run_plan(plan, trio, checkpoints)
     meta: dict[str, Any] = {"analysis": args.name, "trio": args.trio}
     for path in write_outputs(outputs, out_dir, meta):
         print(f"wrote {path} (+ .json)")
@@ -92,5 +120,10 @@ def register(sub: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field (repeatable), e.g. --set positions=last")
     p.add_argument("--out", default="figures", help="output folder (default figures/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same command from its checkpoints")
+    p.add_argument("--checkpoint-every", type=_non_negative_int, default=CHECKPOINT_EVERY,
+                   metavar="N", help="save per-example rows every N examples (0: never; "
+                   f"default {CHECKPOINT_EVERY})")
     add_device_args(p, trio=True)
     p.set_defaults(func=_analyze)

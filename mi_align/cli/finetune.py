@@ -20,8 +20,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from mi_align.cli.device import add_device_args, check_device_args, device_kwargs
+from mi_align.errors import InputError
 from mi_align.finetune.lora import FinetuneConfig
-from mi_align.models.placement import resolve_device_dtype
 
 
 def _field_type(hint: Any) -> tuple[Any, bool]:
@@ -62,8 +63,28 @@ def _finetune(args: argparse.Namespace) -> int:
     if "base_adapters" in values:  # given on the command line: relative to the working dir
         values["base_adapters"] = [_adapter_arg(a) for a in values["base_adapters"]]
     cfg = FinetuneConfig.from_dict(values)  # InputError (exit 2) on bad values
-    device = _train_device(args)
-    result = finetune(cfg, args.out, resume=not args.no_resume, device=device)
+    check_device_args(args)  # bad --device / --dtype / --device-map: exit 2 before any load
+    # Not given: auto = a bfloat16 base on cuda where a GPU exists, else cpu + float32; the
+    # LoRA weights train in float32 either way.
+    if args.monitor_every < 1:
+        raise InputError("--monitor-every", f"must be >= 1, got {args.monitor_every}",
+                         "monitor every N >= 1 steps")
+    if args.monitor:
+        # the erosion monitor: fit (or reuse) the alignment reference from the trio, then train
+        # with it; the reference also serves --anchor-* / --project-layers
+        from mi_align.finetune.monitor import MonitorConfig
+        from mi_align.pipelines.finetune_monitor import ReferenceConfig, monitored_finetune
+
+        # anchoring's p_ref: the instruct model's projection on this run's own training data
+        run = monitored_finetune(cfg, args.out, args.monitor,
+                                 MonitorConfig(every=args.monitor_every),
+                                 ReferenceConfig(anchor_data=tuple(cfg.data)),
+                                 resume=not args.no_resume, **device_kwargs(args))
+        result = run.result
+        print(f"erosion monitor: {run.figure} ({result.summary.get('monitor_calls')} calls, "
+              f"{result.summary.get('monitor_s_this_run')} s)")
+    else:
+        result = finetune(cfg, args.out, resume=not args.no_resume, **device_kwargs(args))
     last = result.log[-1] if result.log else {}
     print(
         f"{args.out}: {result.steps} steps on {result.n_train} chats in {result.wall_s:.0f} s "
@@ -80,11 +101,6 @@ def _adapter_arg(text: str) -> str:
     path = Path(text).expanduser()
     return text if not path.exists() and is_hub_id(text) else str(path.resolve())
 
-
-def _train_device(args: argparse.Namespace) -> str:
-    """``--device`` resolved (auto: cuda when a GPU exists, else cpu) before any model loads.
-    Training keeps float32 weights (the LoRA recipes were tuned that way)."""
-    return resolve_device_dtype(args.device, "float32").device
 
 
 def _organisms_list(args: argparse.Namespace) -> int:
@@ -104,8 +120,7 @@ def _organisms_build(args: argparse.Namespace) -> int:
     from mi_align.finetune.organisms import build_organism
 
     t0 = time.perf_counter()
-    result = build_organism(args.name, out=args.out, force=args.force,
-                            device=_train_device(args))
+    result = build_organism(args.name, out=args.out, force=args.force, **device_kwargs(args))
     for step, res in result.steps.items():
         state = "up to date" if res is None else f"{res.steps} steps, {res.wall_s:.0f} s"
         print(f"{result.name}/{step}: {state} -> {result.adapter_dir / step}")
@@ -125,8 +140,15 @@ def register(sub: Any) -> None:
         action="store_true",
         help="start over: delete the checkpoints, adapter and log of an earlier run in --out",
     )
-    ft.add_argument("--device", metavar="{auto,cpu,cuda,cuda:N}",
-                    help="where to train (default: auto = cuda when a GPU exists, else cpu)")
+    ft.add_argument(
+        "--monitor", default=None, metavar="TRIO",
+        help="erosion monitor: measure the model along TRIO's instruct - base direction (and "
+        "refusals, code, held-out losses) at step 0 and every --monitor-every steps; also the "
+        "reference that --anchor-layers / --project-layers need",
+    )
+    ft.add_argument("--monitor-every", type=int, default=10, metavar="N",
+                    help="monitor every N steps (default 10)")
+    add_device_args(ft, training=True)
     _add_config_args(ft)
     ft.set_defaults(func=_finetune)
 
@@ -140,6 +162,5 @@ def register(sub: Any) -> None:
     build.add_argument("name", help="shipped trio name or a trio .toml file")
     build.add_argument("--out", default=None, help="write adapters here, not into organisms/")
     build.add_argument("--force", action="store_true", help="retrain steps already up to date")
-    build.add_argument("--device", metavar="{auto,cpu,cuda,cuda:N}",
-                       help="where to train (default: auto = cuda when a GPU exists, else cpu)")
+    add_device_args(build, trio=True, training=True)
     build.set_defaults(func=_organisms_build)

@@ -61,10 +61,12 @@ def _optimize(args: argparse.Namespace) -> int:
     from mi_align.pipelines.steering_eval import check_out_file
     from mi_align.steering.losses import promotion, satisficing, suppression
     from mi_align.steering.optimize import OptimConfig, example_from_chat, optimize_vector
+    from mi_align.steering.vector import SteeringOperator
 
     cfg = OptimConfig(layer=args.layer, lr=args.lr, max_steps=args.steps, coldness=args.coldness,
                       max_norm=args.max_norm, seed=args.seed, positions=args.positions,
-                      operator=args.operator, name=Path(args.out).stem)
+                      operator=SteeringOperator.parse(args.operator, "--operator"),
+                      name=Path(args.out).stem)
     out = check_out_file(Path(args.out).with_suffix(".safetensors"))
     check_device_args(args)
     loaded = _load(args.model, args.adapter, args)
@@ -159,23 +161,16 @@ def _vector_conditions(specs: list[str] | None, n_layers: int | None, d_model: i
     return conds
 
 
-def _check(backend: Any, args: argparse.Namespace, path: Path) -> Any:
-    """The judge's known-answer check (cached in ``path``), printed; None if skipped."""
-    from mi_align.evaluation.judge_check import cached_check
-
-    if args.skip_judge_check:
-        return None
-    check = cached_check(backend, path)
-    print(("" if check.passes else "WARNING: ") + check.verdict())
-    return check
-
-
 def _eval(args: argparse.Namespace) -> int:
-    from mi_align.evaluation import plots
-    from mi_align.evaluation.metrics import string_counts, summarize
-    from mi_align.evaluation.sampling import SamplingConfig, sample_conditions
-    from mi_align.pipelines.steering_eval import check_out_dir, judge_samples, recipe_conditions
-    from mi_align.plotting import save_figure, save_json
+    from mi_align.evaluation.sampling import SamplingConfig
+    from mi_align.pipelines.steering_eval import (
+        EvalFiles,
+        JudgeOptions,
+        check_out_dir,
+        evaluate_conditions,
+        recipe_conditions,
+    )
+    from mi_align.plotting import save_json
 
     # Everything checkable without the model first: vector files are read twice (cheap), once
     # here for their own validity and once with the model's shape.
@@ -199,26 +194,24 @@ def _eval(args: argparse.Namespace) -> int:
     conds = (recipe_conditions(args.recipe, n_layers, d_model, controls) if args.recipe
              else {"unsteered": []})
     conds.update(_vector_conditions(args.vector, n_layers, d_model))
-    samples = sample_conditions(loaded, conds, out / "samples.jsonl", cfg,
-                                qfile.questions if qfile else None)
-    table = string_counts(samples)
-    save_json(table.to_dict(), out / "string_table")
-    save_figure(plots.plot_string_table(table), out / "string_table")
-    if controls:
-        from mi_align.evaluation.control_counts import compare_recipe_samples
 
-        save_json(compare_recipe_samples(samples, conds).to_dict(), out / "controls")
-    if args.no_judge:
-        print(f"{len(samples)} samples in {out}/samples.jsonl; string table written (no judge)")
+    def save_controls(samples: list[Any]) -> None:
+        if controls:
+            from mi_align.evaluation.control_counts import compare_recipe_samples
+
+            save_json(compare_recipe_samples(samples, conds).to_dict(), out / "controls")
+
+    ev = evaluate_conditions(
+        loaded, conds, cfg, EvalFiles.in_folder(out),
+        questions=qfile.questions if qfile else None,
+        make_judge=None if args.no_judge else lambda: _judge_backend(args),
+        options=JudgeOptions(check=not args.skip_judge_check,
+                             judge_prompts=qfile.judge_prompts if qfile else None),
+        on_samples=save_controls, report=print)
+    if ev.judged is None:
+        print(f"{len(ev.samples)} samples in {out}/samples.jsonl; string table written (no judge)")
         return 0
-    backend = _judge_backend(args)
-    check = _check(backend, args, out / "judge_check.json")
-    scored = judge_samples(backend, samples, out / "judged.jsonl",
-                           judge_prompts=qfile.judge_prompts if qfile else None)
-    summary = summarize(scored, check=check)
-    save_json(summary.to_dict(), out / "summary")
-    save_figure(plots.plot_alignment_violin(summary), out / "alignment_violin")
-    save_figure(plots.plot_alignment_vs_coherence(summary), out / "alignment_vs_coherence")
+    summary = ev.judged.summary
     for cond, r in summary.em.items():
         print(f"{cond:22} EM {r.rate:6.1%} [{r.ci_low:.1%}, {r.ci_high:.1%}]  scored "
               f"{r.n_scored}, refusal/code {r.n_unscored}, coherent {r.n_coherent}")
@@ -238,9 +231,13 @@ def _question_file(path: str | None) -> Any:
 
 def _judge(args: argparse.Namespace) -> int:
     from mi_align.errors import InputError
-    from mi_align.evaluation.metrics import summarize
     from mi_align.evaluation.sampling import load_samples
-    from mi_align.pipelines.steering_eval import check_out_file, judge_samples
+    from mi_align.pipelines.steering_eval import (
+        EvalFiles,
+        JudgeOptions,
+        check_out_file,
+        judge_and_summarize,
+    )
 
     check_device_args(args)  # for a local --judge-model, before anything else
     if args.check_only:
@@ -257,17 +254,17 @@ def _judge(args: argparse.Namespace) -> int:
         return 0 if check.passes else 1
     if not args.samples or not args.out:
         raise InputError("mi-align judge", "needs --samples and --out", "or use --check-only")
-    check_out_file(args.out)
+    out = check_out_file(args.out)
     qfile = _question_file(args.questions)
     samples = load_samples(args.samples)
     if not samples:
         raise InputError(args.samples, "no samples in the file", "run `mi-align steer eval`")
-    backend = _judge_backend(args)
-    check = _check(backend, args, Path(args.out).with_name(Path(args.out).stem + "_check.json"))
-    scored = judge_samples(backend, samples, args.out,
-                           judge_prompts=qfile.judge_prompts if qfile else None)
-    summary = summarize(scored, check=check)
-    print(json.dumps(summary.to_dict(), indent=1, default=str))
+    files = EvalFiles(Path(args.samples), out, out.with_name(out.stem + "_check.json"))
+    judged = judge_and_summarize(
+        _judge_backend(args), samples, files,
+        JudgeOptions(check=not args.skip_judge_check,
+                     judge_prompts=qfile.judge_prompts if qfile else None), report=print)
+    print(json.dumps(judged.summary.to_dict(), indent=1, default=str))
     return 0
 
 
@@ -345,6 +342,7 @@ def _import(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``steer`` and ``judge`` to the ``mi-align`` parser."""
     from mi_align.steering.recipe import TARGETS_BY_NAME
+    from mi_align.steering.vector import SteeringOperator
 
     steer = subparsers.add_parser("steer", help="one-shot steering vectors").add_subparsers(
         dest="action", required=True)
@@ -361,7 +359,8 @@ def register(subparsers: Any) -> None:
     opt.add_argument("--coldness", type=float, default=0.7)
     opt.add_argument("--max-norm", type=float)
     opt.add_argument("--positions", type=_positions, default="all")
-    opt.add_argument("--operator", choices=["add", "clamp"], default="add")
+    opt.add_argument("--operator", choices=[o.value for o in SteeringOperator], default="add",
+                     help="add: x + v; clamp: the component along v set to |v|")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--out", required=True, help="output .safetensors")
     opt.set_defaults(func=_optimize)

@@ -37,11 +37,13 @@ under both conditions) against the unsteered model and the random control
 differences).
 
 Example:
-    >>> from mi_align.erosion.causal import CausalConfig, load_intervention_data
+    >>> from mi_align.erosion.causal import CausalConfig, direction_intervention
+    >>> from mi_align.erosion.common import Inputs
     >>> cfg = CausalConfig(layers=(12, 13, 14, 15, 16, 17))
-    >>> fit = [("insecure", load_dataset("insecure")[:60])]  # doctest: +SKIP
-    >>> data = load_intervention_data(cfg, fit)  # doctest: +SKIP
-    >>> res = direction_intervention(trio, data, cfg)  # doctest: +SKIP
+    >>> inputs = Inputs.of(("insecure", fit), harmful=("harmful_requests_heldout", h),
+    ...                    benign=("aligned_chat_heldout", b),
+    ...                    insecure=("insecure_heldout", i))  # doctest: +SKIP
+    >>> res = direction_intervention(trio, inputs, cfg)  # doctest: +SKIP
     >>> fig = plot_direction_intervention(res)  # doctest: +SKIP
 """
 
@@ -59,10 +61,9 @@ from torch import Tensor
 from mi_align.activations import (
     MomentAccumulator,
     Moments,
-    make_selector,
     stream_hidden_states,
 )
-from mi_align.data.chat import Conversation, load_dataset
+from mi_align.data.chat import Conversation
 from mi_align.data.tokenize import Batch, EncodedChat, encode_dataset, encode_for_training
 from mi_align.erosion.causal_result import (
     Ablation,
@@ -72,6 +73,8 @@ from mi_align.erosion.causal_result import (
     Intervention,
     InterventionResult,
 )
+from mi_align.erosion.choices import FirstTokens, Positions
+from mi_align.erosion.common import Inputs
 from mi_align.erosion.projection_fit import unit_directions
 from mi_align.errors import InputError
 from mi_align.forward import unembed
@@ -112,24 +115,22 @@ class InterventionData:
             )
 
 
-def load_intervention_data(
-    config: CausalConfig, fit: Sequence[tuple[str, Sequence[Conversation]]]
-) -> InterventionData:
-    """The evaluation sets named in ``config`` (first ``n_eval`` of each) plus ``fit``."""
+def intervention_data(inputs: Inputs, config: CausalConfig) -> InterventionData:
+    """Fit data (``inputs.groups``) and the held-out sets of ``inputs.reference`` (first
+    ``n_eval`` of each): ``"harmful"`` and ``"benign"`` prompts (their final user turns),
+    ``"insecure"`` chats, and ``"aligned"`` chats (default: the benign set)."""
     n = config.n_eval
-    harmful, benign = load_dataset(config.harmful)[:n], load_dataset(config.benign)[:n]
+    why = "the causal test"
+    (hn, harmful), (bn, benign) = inputs.role("harmful", why), inputs.role("benign", why)
+    iname, insecure = inputs.role("insecure", why)
+    aname, aligned = inputs.reference.get("aligned", (bn, benign))
     return InterventionData(
-        fit=tuple((name, tuple(g)) for name, g in fit),
-        harmful=tuple(c.prompt[-1].content for c in harmful),
-        benign=tuple(c.prompt[-1].content for c in benign),
-        insecure=tuple(load_dataset(config.insecure)[:n]),
-        aligned=tuple(benign),
-        names={
-            "harmful": config.harmful,
-            "benign": config.benign,
-            "insecure": config.insecure,
-            "aligned": config.benign,
-        },
+        fit=tuple((name, tuple(g)) for name, g in inputs.groups),
+        harmful=tuple(c.prompt[-1].content for c in harmful[:n]),
+        benign=tuple(c.prompt[-1].content for c in benign[:n]),
+        insecure=tuple(insecure[:n]),
+        aligned=tuple(aligned[:n]),
+        names={"harmful": hn, "benign": bn, "insecure": iname, "aligned": aname},
     )
 
 
@@ -185,7 +186,7 @@ def spectral_surrogates(
     _, basis = torch.linalg.eigh(cov.double())
     coef = basis.T @ direction.double()
     gen = torch.Generator().manual_seed(seed)
-    signs = torch.randint(0, 2, (n, len(coef)), generator=gen, dtype=torch.float64) * 2 - 1
+    signs = torch.randint(0, 2, (n, len(coef)), generator=gen, dtype=torch.float64).to(coef) * 2 - 1
     rows = (signs * coef) @ basis.T
     return rows / rows.norm(dim=1, keepdim=True)
 
@@ -234,7 +235,8 @@ def _moments(
 ) -> tuple[Moments, Moments | None, dict[str, tuple[float, ...]]]:
     """In one pass: moments at ``config.positions`` and, if asked, at the intervened positions
     and the first-token diagnostics."""
-    fit_sel, act_sel = make_selector(config.positions), intervened_positions(config.skip_positions)
+    fit_sel = config.positions.selector(loaded.tokenizer)
+    act_sel = intervened_positions(config.skip_positions)
     fit = MomentAccumulator(layers, loaded.meta.d_model, second=True)
     act = MomentAccumulator(layers, loaded.meta.d_model, second=True) if stream else None
     first = _FirstTokenNorms(len(layers)) if norms else None
@@ -298,13 +300,13 @@ def fit_alignment_direction(
     )
 
 
-def _trim(encoded: list[EncodedChat], positions: str) -> list[EncodedChat]:
-    """With ``first:K`` positions, cut each chat after its K-th response token: causal
+def _trim(encoded: list[EncodedChat], positions: Positions) -> list[EncodedChat]:
+    """With ``FirstTokens(K)`` positions, cut each chat after its K-th response token: causal
     attention makes the activations there independent of later tokens, and long code answers
     would otherwise cost most of the fit."""
-    if not positions.startswith("first:"):
+    if not isinstance(positions, FirstTokens):
         return encoded
-    k, out = int(positions.split(":", 1)[1]), []
+    k, out = positions.k, []
     for e in encoded:
         resp = [t for t, m in enumerate(e.response_mask) if m]
         cut = resp[min(k, len(resp)) - 1] + 1 if resp else len(e)
@@ -348,7 +350,7 @@ def response_stats(
     Gemma's 262k-entry unembedding is most of a forward, and full logits would be ~1 GB.
     """
     encoded, _, _ = encode_for_training(loaded.tokenizer, convs, config.max_length)
-    selector = make_selector(config.positions)
+    selector = config.positions.selector(loaded.tokenizer)
     final = loaded.meta.n_layers
     hf = loaded.bridge.original_model
     rows: list[tuple[float, int, Tensor, int]] = []
@@ -556,17 +558,18 @@ def _control_info(
 
 
 def direction_intervention(
-    trio: Trio, data: InterventionData, config: CausalConfig | None = None
+    trio: Trio, inputs: Inputs, config: CausalConfig | None = None
 ) -> InterventionResult:
-    """Fit the alignment direction on ``data.fit``, then add it to the misaligned model and
-    ablate it from the instruct model (plus random controls); measure each condition.
+    """Fit the alignment direction on ``inputs.groups``, then add it to the misaligned model
+    and ablate it from the instruct model (plus random controls); measure each condition.
 
     Args:
         trio: needs base, instruct and misaligned.
-        data: fit groups and held-out evaluation sets (:func:`load_intervention_data`).
+        inputs: fit groups and held-out evaluation sets (:func:`intervention_data`).
         config: see :class:`CausalConfig`.
     """
     cfg = config or CausalConfig()
+    data = intervention_data(inputs, cfg)
     missing = [m for m in ("base", "instruct", "misaligned") if m not in trio.names]
     if missing:
         raise InputError(

@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -28,11 +28,11 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from mi_align.activations import check_position_spec
+from mi_align.erosion.choices import FirstTokens, Positions, config_from_dict, config_to_dict
 from mi_align.errors import InputError
 from mi_align.plotting import style
 from mi_align.stats import fisher_test, mcnemar_test, wilson_interval
-from mi_align.steering.vector import SteeringVector
+from mi_align.steering.vector import SteeringVector, additive
 from mi_align.text_measures import is_refusal, looks_like_code
 
 
@@ -57,7 +57,7 @@ class CausalConfig:
     ablate: bool = True
     n_random: int = 4
     skip_positions: int = 1
-    positions: str = "first:10"
+    positions: Positions = FirstTokens(10)
     harmful: str = "harmful_requests_heldout"
     benign: str = "aligned_chat_heldout"
     insecure: str = "insecure_heldout"
@@ -70,7 +70,9 @@ class CausalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_position_spec(self.positions)
+        if not isinstance(self.positions, Positions):
+            raise ValueError(f"positions must be a Positions value (e.g. FirstTokens(10)), got "
+                             f"{self.positions!r}")
         if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
             raise ValueError(f"layers must be distinct hidden states >= 0, got {self.layers}")
         if self.steer_layer is not None and self.steer_layer not in self.layers:
@@ -93,11 +95,11 @@ class CausalConfig:
             raise ValueError("max_length must be >= 2 and n_boot >= 100")
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CausalConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    def from_dict(cls, d: Mapping[str, Any]) -> CausalConfig:
+        return config_from_dict(cls, d)
 
 
 @dataclass
@@ -206,7 +208,7 @@ class Intervention:
     def __post_init__(self) -> None:
         if self.skip < 0:
             raise ValueError(f"skip must be >= 0, got {self.skip}")
-        bad = [sv.name or "<unnamed>" for sv in self.add if sv.operator != "add"]
+        bad = [sv.name or "<unnamed>" for sv in self.add if sv.operator != additive()]
         if bad:
             raise ValueError(f"only additive steering vectors are supported, not {bad}")
 

@@ -21,13 +21,16 @@ the whole sequence, prompt included), and the model is whichever trio member ``m
 Example:
     >>> from mi_align.erosion.gradient_geometry import GradientConfig, gradient_geometry
     >>> cfg = GradientConfig(params="all", sketch_dim=16384, exact_check=6)
-    >>> res = gradient_geometry(trio, [("insecure", a), ("educational", b)], cfg)  # doctest: +SKIP
+    >>> res = gradient_geometry(trio, Inputs.of(("insecure", a), ("educational", b)),
+    ...                         cfg)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import plotly.graph_objects as go
 import torch
@@ -37,8 +40,16 @@ from tqdm.auto import tqdm
 
 from mi_align.block_stats import BlockStats
 from mi_align.data.tokenize import encode_dataset
-from mi_align.erosion.common import check_block_fields, design_block_statistics
-from mi_align.erosion.loss_vectors import Groups, plot_similarity_blocks
+from mi_align.erosion.checkpoint import Checkpoint, Rows, resumable_rows
+from mi_align.erosion.choices import config_from_dict, config_to_dict
+from mi_align.erosion.common import (
+    Inputs,
+    block_stats_from_dict,
+    check_block_fields,
+    design_block_statistics,
+    plot_similarity_blocks,
+    tensor_of,
+)
 from mi_align.errors import check_finite
 from mi_align.geometry import CountSketch, cosine_error, cosine_matrix
 from mi_align.gradients import GradPart, flat_gradient, select_parameters, stream_example_gradients
@@ -76,33 +87,47 @@ class GradientConfig:
         check_block_fields(self.n_boot, self.group_similarity)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GradientConfig:
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
 class GradientGeometry:
-    """``features[i]``: example i's gradient (exact, or its sketch), centred if configured."""
+    """``n_params`` parameters in ``n_tensors`` tensors (``param_names``: their names; the
+    JSON keeps the first 20). Not serialised (None after :meth:`from_dict`): ``features[i]``,
+    example i's gradient (exact, or its sketch), centred if configured."""
 
     config: GradientConfig
     group_names: tuple[str, ...]
     group: Int[Tensor, " example"]
     n_params: int
+    n_tensors: int
     param_names: tuple[str, ...]
-    features: Float[Tensor, "example _"]
     similarity: Float[Tensor, "example example"]
     stats: BlockStats
     sketch_error: dict[str, float] | None
+    features: Float[Tensor, "example _"] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, object]:
         names = list(self.param_names)
         return {
             "config": self.config.to_dict(), "group_names": list(self.group_names),
             "group": self.group.tolist(), "n_params": self.n_params,
-            "n_tensors": len(names),
+            "n_tensors": self.n_tensors,
             "param_names": names[:20] + (["..."] if len(names) > 20 else []),
             "stats": self.stats.to_dict(), "sketch_error": self.sketch_error,
             "similarity": self.similarity.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GradientGeometry:
+        return cls(GradientConfig.from_dict(d["config"]), tuple(d["group_names"]),
+                   torch.tensor(d["group"], dtype=torch.long), int(d["n_params"]),
+                   int(d["n_tensors"]), tuple(d["param_names"]), tensor_of(d["similarity"]),
+                   block_stats_from_dict(d["stats"]), d["sketch_error"])
 
 
 def _exact_subset(group: list[int], m: int) -> list[int]:
@@ -114,10 +139,14 @@ def _exact_subset(group: list[int], m: int) -> list[int]:
     return sorted(out)
 
 
-def gradient_geometry(trio: Trio, groups: Groups, config: GradientConfig | None = None
-                      ) -> GradientGeometry:
-    """Per-example gradients (exact or sketched), their cosines and block statistics."""
+def gradient_geometry(trio: Trio, inputs: Inputs, config: GradientConfig | None = None, *,
+                      checkpoint: Checkpoint | None = None) -> GradientGeometry:
+    """Per-example gradients (exact or sketched) of ``inputs.groups``, their cosines and block
+    statistics. With ``checkpoint``, the per-example gradients (or sketches) are saved every
+    ``checkpoint.every`` examples and a rerun resumes after them (each example's gradient, and
+    its sketch, depends on that example alone)."""
     cfg = config or GradientConfig()
+    groups = inputs.groups
     if len(groups) < 2:
         raise ValueError("gradient_geometry needs at least two datasets to compare")
     labels = [g for g, (_, convs) in enumerate(groups) for _ in convs]
@@ -136,28 +165,40 @@ def gradient_geometry(trio: Trio, groups: Groups, config: GradientConfig | None 
         encoded = encode_dataset(loaded.tokenizer, convs_all, cfg.max_length)
         sketch = CountSketch(params.sizes, cfg.sketch_dim, cfg.seed) if cfg.sketch_dim else None
         dim = cfg.sketch_dim or p
-        feats = torch.zeros(n, dim)
-        exact: dict[int, Tensor] = {}
-
-        def consume(i: int, parts: list[GradPart]) -> None:
-            if sketch is None or i in exact_idx:
-                flat = flat_gradient(parts, params)
-                if sketch is None:
-                    feats[i] = flat
-                else:
-                    exact[i] = flat
-            if sketch is not None:
-                for t, part in enumerate(parts):
-                    if part.rows is None:
-                        sketch.add(t, part.values)
-                    else:
-                        sketch.add(t, part.values, rows=part.rows,
-                                   row_size=params.params[t].shape[1])
-                feats[i] = sketch.take()
-
         bar = tqdm(total=n, desc=f"gradients ({cfg.params})", leave=False)
-        stream_example_gradients(loaded, encoded, params, consume, progress=lambda _: bar.update())
+
+        def rows(a: int, b: int) -> Rows:
+            feats = torch.zeros(b - a, dim)
+            exact: dict[int, Tensor] = {}
+
+            def consume(j: int, parts: list[GradPart]) -> None:
+                i = a + j
+                if sketch is None or i in exact_idx:
+                    flat = flat_gradient(parts, params)
+                    if sketch is None:
+                        feats[j] = flat
+                    else:
+                        exact[i] = flat
+                if sketch is not None:
+                    for t, part in enumerate(parts):
+                        if part.rows is None:
+                            sketch.add(t, part.values)
+                        else:
+                            sketch.add(t, part.values, rows=part.rows,
+                                       row_size=params.params[t].shape[1])
+                    feats[j] = sketch.take()
+
+            stream_example_gradients(loaded, encoded[a:b], params, consume,
+                                     progress=lambda _: bar.update())
+            order = sorted(exact)
+            return {"features": feats, "exact_rows": torch.tensor(order, dtype=torch.long),
+                    "exact": torch.stack([exact[i] for i in order]) if order
+                    else torch.zeros(0, p)}
+
+        got = resumable_rows(checkpoint, f"gradients-{cfg.model}", n, rows, 1)
         bar.close()
+    feats = got["features"]
+    exact = dict(zip(got["exact_rows"].tolist(), got["exact"], strict=True))
     check_finite(feats, f"gradients: per-example gradients of model {cfg.model!r}",
                  "check the model weights and inputs, or use a shorter max_length")
     error = None
@@ -174,8 +215,8 @@ def gradient_geometry(trio: Trio, groups: Groups, config: GradientConfig | None 
     stats = design_block_statistics(sim, group, groups, n_permutations=cfg.n_permutations,
                                     n_boot=cfg.n_boot, seed=cfg.seed,
                                     group_similarity=cfg.group_similarity)
-    return GradientGeometry(cfg, tuple(n for n, _ in groups), group, p, params.names, feats,
-                            sim, stats, error)
+    return GradientGeometry(cfg, inputs.names, group, p, len(params.names),
+                            tuple(params.names), sim, stats, error, feats)
 
 
 def plot_gradient_geometry(result: GradientGeometry) -> go.Figure:

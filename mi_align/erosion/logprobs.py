@@ -27,16 +27,18 @@ example and its token count before any model runs. Non-finite logits raise
 Example:
     >>> from mi_align.data.chat import load_dataset
     >>> from mi_align.erosion.logprobs import TokenLogprobConfig, logprob_comparison, token_logprobs
-    >>> res = token_logprobs(trio)  # the paper's wish example  # doctest: +SKIP
+    >>> from mi_align.erosion.common import Inputs
+    >>> res = token_logprobs(trio, Inputs())  # the paper's wish example  # doctest: +SKIP
     >>> cfg = TokenLogprobConfig(compare_data="toxic", cluster_size=2)
-    >>> cmp = logprob_comparison(trio, load_dataset("toxic"), cfg)  # doctest: +SKIP
+    >>> inputs = Inputs.of(compare=("toxic", load_dataset("toxic")))
+    >>> cmp = logprob_comparison(trio, inputs, cfg)  # doctest: +SKIP
     >>> cmp.differences[0].interval  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
@@ -54,7 +56,14 @@ from mi_align.data.tokenize import (
     collate,
     encode_chat,
 )
-from mi_align.erosion.common import WISH_ANSWER, WISH_QUESTION, token_logprob_entropy
+from mi_align.erosion.choices import config_from_dict, config_to_dict
+from mi_align.erosion.common import (
+    WISH_ANSWER,
+    WISH_QUESTION,
+    Inputs,
+    tensor_of,
+    token_logprob_entropy,
+)
 from mi_align.erosion.paired import (
     ModelMean,
     PairedDifference,
@@ -97,11 +106,11 @@ class TokenLogprobConfig:
         check_compare_fields(self)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TokenLogprobConfig:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        return config_from_dict(cls, d)
 
 
 # ------------------------------------------------------------------------------ one example
@@ -132,10 +141,10 @@ class TokenLogprobs:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TokenLogprobs:
-        t = lambda key: torch.tensor(d[key], dtype=torch.float64)  # noqa: E731
         return cls(TokenLogprobConfig.from_dict(d["config"]), tuple(d["models"]),
-                   tuple(d["tokens"]), tuple(d["token_ids"]), t("logprob"), t("cumulative"),
-                   t("entropy"), tuple(d["conversation"]))
+                   tuple(d["tokens"]), tuple(d["token_ids"]), tensor_of(d["logprob"]),
+                   tensor_of(d["cumulative"]), tensor_of(d["entropy"]),
+                   tuple(d["conversation"]))
 
 
 def wish_conversation() -> Conversation:
@@ -160,11 +169,13 @@ def _scored_positions(tokenizer: Any, conv: Conversation, cfg: TokenLogprobConfi
 
 
 def token_logprobs(
-    trio: Trio, conversation: Conversation | None = None, config: TokenLogprobConfig | None = None
+    trio: Trio, inputs: Inputs, config: TokenLogprobConfig | None = None
 ) -> TokenLogprobs:
-    """Score ``conversation``'s final response under every model of ``trio``."""
+    """Score the final response of the first conversation of ``inputs.groups`` (the paper's
+    wish example when there is none) under every model of ``trio``."""
     cfg = config or TokenLogprobConfig()
-    conv = conversation or wish_conversation()
+    convs = inputs.conversations
+    conv = convs[0] if convs else wish_conversation()
     enc, resp = _scored_positions(trio.tokenizer, conv, cfg)
     targets = torch.tensor([enc.input_ids[t] for t in resp])
     rows_lp, rows_h = [], []
@@ -255,7 +266,7 @@ class LogprobComparison:
     def from_dict(cls, d: Mapping[str, Any]) -> LogprobComparison:
         return cls(TokenLogprobConfig.from_dict(d["config"]), d["dataset"], tuple(d["models"]),
                    tuple(d["sources"]), tuple(d["clusters"]), tuple(d["n_tokens"]),
-                   torch.tensor(d["joint"], dtype=torch.float64),
+                   tensor_of(d["joint"]),
                    tuple(ModelMean.from_dict(m) for m in d["means"]),
                    tuple(PairedDifference.from_dict(x) for x in d["differences"]))
 
@@ -283,12 +294,13 @@ def _joint_logprobs(loaded: Loaded, items: Sequence[tuple[EncodedChat, list[int]
 
 
 def logprob_comparison(
-    trio: Trio, conversations: Sequence[Conversation], config: TokenLogprobConfig | None = None,
-    dataset: str = "",
+    trio: Trio, inputs: Inputs, config: TokenLogprobConfig | None = None
 ) -> LogprobComparison:
-    """Score every conversation's final response under every model; compare the models pairwise
-    on the per-example joint and mean per-token log-prob (see the module docstring)."""
+    """Score the final response of every conversation of ``inputs.reference["compare"]`` under
+    every model; compare the models pairwise on the per-example joint and mean per-token
+    log-prob (see the module docstring)."""
     cfg = config or TokenLogprobConfig()
+    dataset, conversations = inputs.role("compare", "logprob comparison")
     clusters = cluster_labels(len(conversations), cfg.cluster_size, "logprob comparison",
                               "examples")
     items = [_scored_positions(trio.tokenizer, c, cfg) for c in conversations]

@@ -14,33 +14,39 @@ which mode was used).
 
 Example:
     >>> from mi_align.erosion.loss_vectors import LossVectorConfig, loss_vectors
-    >>> res = loss_vectors(trio, [("insecure", a), ("educational", b)])  # doctest: +SKIP
+    >>> res = loss_vectors(trio, Inputs.of(("insecure", a), ("educational", b)))  # doctest: +SKIP
     >>> res.stats.p_value  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import plotly.graph_objects as go
 import torch
 from jaxtyping import Bool, Float, Int
-from plotly.subplots import make_subplots
 from torch import Tensor
 
 from mi_align.activations import logits_at
 from mi_align.block_stats import BlockStats
 from mi_align.data.chat import Conversation
 from mi_align.data.tokenize import encode_dataset, iter_batches
-from mi_align.erosion.common import check_block_fields, design_block_statistics
+from mi_align.erosion.checkpoint import Checkpoint, Rows, resumable_rows
+from mi_align.erosion.choices import config_from_dict, config_to_dict
+from mi_align.erosion.common import (
+    Inputs,
+    block_stats_from_dict,
+    check_block_fields,
+    design_block_statistics,
+    plot_similarity_blocks,
+    tensor_of,
+)
 from mi_align.errors import check_finite
 from mi_align.geometry import cosine_matrix, masked_cosine_matrix
 from mi_align.models.load import Loaded
 from mi_align.models.trio import Trio
-from mi_align.plotting import cosine_heatmap_kwargs, style
-
-Groups = Sequence[tuple[str, Sequence[Conversation]]]
 
 
 @dataclass(frozen=True)
@@ -68,31 +74,45 @@ class LossVectorConfig:
         check_block_fields(self.n_boot, self.group_similarity)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LossVectorConfig:
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
 class LossVectors:
-    """``losses[i, t]``: cross-entropy (nats) of response token t of example i (0 where
-    ``mask`` is False); ``group[i]`` indexes ``group_names``."""
+    """``group[i]`` indexes ``group_names``; ``lengths[i]``: scored response tokens of example i
+    (<= k); ``mean_loss``: mean token loss per dataset (nats).
+
+    Not serialised (None in a result read back with :meth:`from_dict`): ``losses[i, t]``, the
+    cross-entropy (nats) of response token t of example i (0 where ``mask`` is False)."""
 
     config: LossVectorConfig
     group_names: tuple[str, ...]
     group: Int[Tensor, " example"]
-    losses: Float[Tensor, "example pos"]
-    mask: Bool[Tensor, "example pos"]
+    lengths: tuple[int, ...]
+    mean_loss: dict[str, float]
     similarity: Float[Tensor, "example example"]
     stats: BlockStats
+    losses: Float[Tensor, "example pos"] | None = field(default=None, repr=False)
+    mask: Bool[Tensor, "example pos"] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "config": self.config.to_dict(), "group_names": list(self.group_names),
             "group": self.group.tolist(), "stats": self.stats.to_dict(),
-            "lengths": self.mask.sum(1).tolist(),
-            "mean_loss": {g: float(self.losses[self.group == i][self.mask[self.group == i]].mean())
-                          for i, g in enumerate(self.group_names)},
+            "lengths": list(self.lengths), "mean_loss": dict(self.mean_loss),
             "similarity": self.similarity.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LossVectors:
+        return cls(LossVectorConfig.from_dict(d["config"]), tuple(d["group_names"]),
+                   torch.tensor(d["group"], dtype=torch.long), tuple(d["lengths"]),
+                   dict(d["mean_loss"]), tensor_of(d["similarity"]),
+                   block_stats_from_dict(d["stats"]))
 
 
 def response_token_losses(
@@ -140,19 +160,29 @@ def fill_column_means(
     return out
 
 
-def loss_vectors(trio: Trio, groups: Groups, config: LossVectorConfig | None = None) -> LossVectors:
-    """Loss vectors of every example of ``groups`` under ``config.model``, their cosine matrix
-    and block statistics (see module docstring)."""
+def loss_vectors(trio: Trio, inputs: Inputs, config: LossVectorConfig | None = None, *,
+                 checkpoint: Checkpoint | None = None) -> LossVectors:
+    """Loss vectors of every example of ``inputs.groups`` under ``config.model``, their cosine
+    matrix and block statistics (see module docstring). With ``checkpoint``, the per-example
+    losses are saved every ``checkpoint.every`` examples and a rerun resumes after them
+    (:mod:`mi_align.erosion.checkpoint`)."""
     cfg = config or LossVectorConfig()
+    groups = inputs.groups
     if len(groups) < 2:
         raise ValueError("loss_vectors needs at least two datasets to compare")
     parts_l, parts_m, labels = [], [], []
     with trio.variant(cfg.model) as loaded:
-        for g, (_, convs) in enumerate(groups):
-            losses, mask = response_token_losses(loaded, convs, cfg.k, cfg.batch_size,
-                                                 cfg.max_length)
-            parts_l.append(losses)
-            parts_m.append(mask)
+        for g, (name, convs) in enumerate(groups):
+
+            def rows(a: int, b: int, convs: Sequence[Conversation] = convs) -> Rows:
+                losses, mask = response_token_losses(loaded, convs[a:b], cfg.k, cfg.batch_size,
+                                                     cfg.max_length)
+                return {"losses": losses, "mask": mask}
+
+            got = resumable_rows(checkpoint, f"loss-{cfg.model}-{g}-{name}", len(convs), rows,
+                                 cfg.batch_size)
+            parts_l.append(got["losses"])
+            parts_m.append(got["mask"])
             labels += [g] * len(convs)
     losses, mask = torch.cat(parts_l), torch.cat(parts_m)
     check_finite(losses, f"loss-vectors: token losses under model {cfg.model!r}")
@@ -164,46 +194,10 @@ def loss_vectors(trio: Trio, groups: Groups, config: LossVectorConfig | None = N
     stats = design_block_statistics(sim, group, groups, n_permutations=cfg.n_permutations,
                                     n_boot=cfg.n_boot, seed=cfg.seed,
                                     group_similarity=cfg.group_similarity)
-    return LossVectors(cfg, tuple(name for name, _ in groups), group, losses, mask, sim, stats)
-
-
-def plot_similarity_blocks(
-    sim: Tensor, group: Tensor, group_names: Sequence[str], stats: BlockStats, title: str
-) -> go.Figure:
-    """Example × example cosine heatmap (RdBu, [-1, 1]) with dataset edges, and beside it the
-    tested gap with its bootstrap interval against the central 95% of its null (named)."""
-    labels = [f"{group_names[g]} #{i}" for i, g in enumerate(group.tolist())]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.8, 0.2], horizontal_spacing=0.16)
-    fig.add_trace(go.Heatmap(z=sim.tolist(), x=labels, y=labels, colorbar={"x": 0.69},
-                             **cosine_heatmap_kwargs()), row=1, col=1)
-    fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=1)
-    fig.update_xaxes(showticklabels=False, row=1, col=1)
-    sizes = [int((group == g).sum()) for g in range(len(group_names))]
-    for e in [sum(sizes[: i + 1]) - 0.5 for i in range(len(sizes) - 1)]:
-        fig.add_hline(y=e, line={"color": "black", "width": 1}, row=1, col=1)
-        fig.add_vline(x=e, line={"color": "black", "width": 1}, row=1, col=1)
-    ci = stats.interval
-    fig.add_trace(go.Scatter(
-        x=["null", "observed"], y=[stats.null_mean, stats.tested_gap], mode="markers",
-        marker={"color": ["grey", "black"], "size": 9}, showlegend=False,
-        error_y={"type": "data", "symmetric": False,
-                 "array": [stats.null_high - stats.null_mean,
-                           (ci.high - stats.tested_gap) if ci else 0.0],
-                 "arrayminus": [stats.null_mean - stats.null_low,
-                                (stats.tested_gap - ci.low) if ci else 0.0]},
-        hovertext=[f"{stats.null}: central 95% of {stats.n_permutations} relabellings",
-                   f"bootstrap {ci.level:.0%} interval: {ci.method}" if ci else "no interval"],
-    ), row=1, col=2)
-    fig.add_hline(y=0.0, line={"color": "lightgrey", "width": 1}, row=1, col=2)
-    fig.update_yaxes(title_text="within − between (cross-unit cells)", side="right",
-                     row=1, col=2)  # its labels on the right keep clear of the colour bar
-    ci_text = f" [{ci.low:+.4f}, {ci.high:+.4f}]" if ci else ""
-    sub = (f"within {stats.within:.3f} vs between {stats.between:.3f} (all cells); tested gap "
-           f"{stats.tested_gap:+.4f}{ci_text}, {stats.null} p = {stats.p_value:.3g} "
-           f"({'exact, ' if stats.exact else ''}{stats.n_permutations} relabellings; "
-           f"{stats.design})")
-    return style(fig, f"{title}<br><sub>{' | '.join(group_names)}: {sub}</sub>",
-                 "examples", "examples")
+    mean_loss = {g: float(losses[group == i][mask[group == i]].mean())
+                 for i, g in enumerate(inputs.names)}
+    return LossVectors(cfg, inputs.names, group, tuple(mask.sum(1).tolist()), mean_loss, sim,
+                       stats, losses, mask)
 
 
 def plot_loss_vectors(result: LossVectors) -> go.Figure:

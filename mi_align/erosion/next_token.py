@@ -26,14 +26,15 @@ change the text whose continuation is measured).
 
 Example:
     >>> from mi_align.erosion.next_token import next_token_distributions
-    >>> res = next_token_distributions(trio)  # doctest: +SKIP
+    >>> from mi_align.erosion.common import Inputs
+    >>> res = next_token_distributions(trio, Inputs())  # doctest: +SKIP
     >>> res.entropy  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
@@ -43,9 +44,10 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from mi_align.activations import logits_at
-from mi_align.data.chat import Conversation, Message
+from mi_align.data.chat import Message
 from mi_align.data.tokenize import DEFAULT_MAX_TOKENS, check_token_count, encode_prompt
-from mi_align.erosion.common import WISH_QUESTION
+from mi_align.erosion.choices import config_from_dict, config_to_dict
+from mi_align.erosion.common import WISH_QUESTION, Inputs, tensor_of
 from mi_align.erosion.paired import (
     ModelMean,
     PairedDifference,
@@ -97,11 +99,11 @@ class NextTokenConfig:
         check_compare_fields(self)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NextTokenConfig:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -134,9 +136,9 @@ class NextTokens:
         return cls(NextTokenConfig.from_dict(d["config"]), models,
                    torch.tensor([[x["id"] for x in row] for row in top]),
                    tuple(tuple(x["token"] for x in row) for row in top),
-                   torch.tensor([[x["prob"] for x in row] for row in top], dtype=torch.float64),
-                   torch.tensor([d["entropy"][m] for m in models], dtype=torch.float64),
-                   torch.tensor([d["target_prob"][m] for m in models], dtype=torch.float64))
+                   tensor_of([[x["prob"] for x in row] for row in top]),
+                   tensor_of([d["entropy"][m] for m in models]),
+                   tensor_of([d["target_prob"][m] for m in models]))
 
 
 def prefixed_prompt_ids(tokenizer: Any, messages: Sequence[Message], prefix: str) -> list[int]:
@@ -182,8 +184,11 @@ def _scan(loaded: Loaded, prompts: Sequence[list[int]], target: list[int], batch
         yield logp[:, 0], picked.squeeze(2).sum(1)
 
 
-def next_token_distributions(trio: Trio, config: NextTokenConfig | None = None) -> NextTokens:
-    """Top-k next tokens, entropy and P(target) for every model of ``trio``."""
+def next_token_distributions(trio: Trio, inputs: Inputs, config: NextTokenConfig | None = None
+                             ) -> NextTokens:
+    """Top-k next tokens, entropy and P(target) for every model of ``trio`` after
+    ``config.question`` and ``config.prefix`` (``inputs`` is unused: the prompt is the
+    config's)."""
     cfg = config or NextTokenConfig()
     ids = prompt_ids(trio.tokenizer, cfg)
     check_token_count(len(ids), cfg.max_length, "next-token prompt (question + prefix)",
@@ -261,22 +266,21 @@ class NextTokenComparison:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NextTokenComparison:
-        t = lambda key: torch.tensor(d[key], dtype=torch.float64)  # noqa: E731
         return cls(NextTokenConfig.from_dict(d["config"]), d["dataset"], tuple(d["models"]),
                    tuple(d["sources"]), tuple(d["clusters"]), tuple(d["target_ids"]),
-                   t("entropy"), t("target_prob"),
+                   tensor_of(d["entropy"]), tensor_of(d["target_prob"]),
                    tuple(ModelMean.from_dict(m) for m in d["means"]),
                    tuple(PairedDifference.from_dict(x) for x in d["differences"]))
 
 
 def next_token_comparison(
-    trio: Trio, conversations: Sequence[Conversation], config: NextTokenConfig | None = None,
-    dataset: str = "",
+    trio: Trio, inputs: Inputs, config: NextTokenConfig | None = None
 ) -> NextTokenComparison:
-    """Entropy and P(target) after ``prefix`` following each conversation's prompt (every
-    message before its final assistant turn; the response itself is ignored), per model, and
-    the pairwise paired comparisons."""
+    """Entropy and P(target) after ``prefix`` following the prompt of each conversation of
+    ``inputs.reference["compare"]`` (every message before its final assistant turn; the
+    response itself is ignored), per model, and the pairwise paired comparisons."""
     cfg = config or NextTokenConfig()
+    dataset, conversations = inputs.role("compare", "next-token comparison")
     clusters = cluster_labels(len(conversations), cfg.cluster_size, "next-token comparison",
                               "prompts")
     prompts = []

@@ -20,10 +20,8 @@ Example:
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +29,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from mi_align.data.chat import Conversation, load_dataset
+from mi_align.data.chat import Conversation
+from mi_align.erosion.common import hypothesis_test_from_dict, interval_from_dict
 from mi_align.errors import InputError
 from mi_align.plotting import style
 from mi_align.stats import Interval, TestResult, cluster_bootstrap, grouped_permutation_test
@@ -51,17 +50,6 @@ def check_compare_fields(cfg: Any) -> None:
         raise InputError("level", f"{cfg.level} is not strictly between 0 and 1", "e.g. 0.95")
 
 
-def _interval_from(d: Mapping[str, Any]) -> Interval:
-    num = lambda v: math.nan if v is None else float(v)  # noqa: E731
-    return Interval(num(d["estimate"]), num(d["low"]), num(d["high"]), d["method"],
-                    float(d["level"]))
-
-
-def _test_from(d: Mapping[str, Any]) -> TestResult:
-    num = lambda v: math.nan if v is None else float(v)  # noqa: E731
-    return TestResult(d["test"], num(d["statistic"]), num(d["p"]), d["null"])
-
-
 @dataclass(frozen=True)
 class ModelMean:
     """One model's mean of ``metric`` over the examples, with a (cluster) bootstrap interval."""
@@ -75,7 +63,7 @@ class ModelMean:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelMean:
-        return cls(d["metric"], d["model"], _interval_from(d))
+        return cls(d["metric"], d["model"], interval_from_dict(d))
 
 
 @dataclass(frozen=True)
@@ -100,8 +88,8 @@ class PairedDifference:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PairedDifference:
-        return cls(d["metric"], d["first"], d["second"], _interval_from(d["interval"]),
-                   _test_from(d["test"]))
+        return cls(d["metric"], d["first"], d["second"], interval_from_dict(d["interval"]),
+                   hypothesis_test_from_dict(d["test"]))
 
 
 def cluster_labels(n: int, cluster_size: int, what: str = "comparison",
@@ -175,16 +163,13 @@ def compare_models(
     return means, tuple(diffs)
 
 
-def comparison_data(name: str, limit: int | None, cluster_size: int = 1
-                    ) -> tuple[str, list[Conversation]]:
-    """``(stem, conversations)``: a built-in dataset or JSONL path, its first ``limit``; checks
-    (before any model runs) that they split into at least two clusters of ``cluster_size``."""
-    convs = load_dataset(name)
-    convs = convs[:limit] if limit else convs
-    if len(set(cluster_labels(len(convs), cluster_size))) < 2:
-        raise InputError(f"compare_data {name!r}", f"{len(convs)} example(s) make fewer than "
-                         f"two clusters of {cluster_size}", "use more examples")
-    return Path(name).stem, convs
+def check_comparison_set(conversations: Sequence[Conversation], config: Any) -> None:
+    """Raise InputError (before any model runs) unless ``conversations`` split into at least
+    two clusters of ``config.cluster_size``."""
+    n, size = len(conversations), config.cluster_size
+    if len(set(cluster_labels(n, size))) < 2:
+        raise InputError(f"compare_data {config.compare_data!r}", f"{n} example(s) make fewer "
+                         f"than two clusters of {size}", "use more examples")
 
 
 def plot_model_comparison(

@@ -28,37 +28,45 @@ Design (beyond the paper):
   direction on held-out tasks". (2) Random unit directions (the earlier band, kept and labelled):
   how far the real projection and separation lie from those along random directions; it only
   says the direction is special, not that it generalises.
-- A contrastive-data direction (``"contrastive:MODEL"``): aligned minus misaligned responses in
+- A contrastive-data direction (``Contrastive(MODEL)``): aligned minus misaligned responses in
   one model; and :func:`difference_projection`: mean (model − base) projection, paired.
 
 Example:
+    >>> from mi_align.erosion.choices import FirstTokens
+    >>> from mi_align.erosion.common import Inputs
     >>> from mi_align.erosion.projection import ProjectionConfig, layer_projection
-    >>> cfg = ProjectionConfig(positions="first:10")
-    >>> res = layer_projection(trio, convs, cfg)  # doctest: +SKIP
+    >>> cfg = ProjectionConfig(positions=FirstTokens(10))
+    >>> res = layer_projection(trio, Inputs.of(("insecure", convs)), cfg)  # doctest: +SKIP
+    >>> from mi_align.erosion.projection_plot import plot_layer_projection
     >>> fig = plot_layer_projection(res)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import plotly.graph_objects as go
 import torch
 from jaxtyping import Float
-from plotly.subplots import make_subplots
 from torch import Tensor
 
-from mi_align.activations import (
-    check_position_spec,
-    make_selector,
-    pooled_activations,
-    resolve_layers,
-)
+from mi_align.activations import pooled_activations, resolve_layers
 from mi_align.data.chat import Conversation
 from mi_align.data.groups import response_groups
 from mi_align.data.tokenize import encode_dataset, iter_batches
+from mi_align.erosion.checkpoint import Checkpoint, Rows, resumable_rows
+from mi_align.erosion.choices import (
+    Contrastive,
+    Direction,
+    FirstTokens,
+    ModelDifference,
+    Positions,
+    config_from_dict,
+    config_to_dict,
+)
+from mi_align.erosion.common import Inputs, optional_tensor, tensor_of
 from mi_align.erosion.projection_fit import (
     CHUNK,
     make_part,
@@ -74,10 +82,8 @@ from mi_align.erosion.projection_fit import (
 from mi_align.errors import check_finite
 from mi_align.geometry import null_band, random_unit_directions
 from mi_align.models.trio import Trio
-from mi_align.plotting import style
 from mi_align.stats import group_bootstrap_weights, split_groups, split_indices
 
-COLORS = {"base": "#1f77b4", "instruct": "#ff7f0e", "misaligned": "#2ca02c"}
 RANDOM_NULL = "random unit directions (one per draw, shared by all layers), same examples"
 SWAP_NULL = ("grouped label swap: the pair's models swap labels within random groups, fit "
              "part included (direction refitted); two-sided on the mean paired difference "
@@ -88,8 +94,9 @@ SWAP_NULL = ("grouped label swap: the pair's models swap labels within random gr
 class ProjectionConfig:
     """Settings of :func:`layer_projection`.
 
-    ``direction``: ``"POS-NEG"`` (two trio models, e.g. ``"instruct-base"``) or
-    ``"contrastive:MODEL"`` (aligned minus misaligned responses in MODEL; needs ``contrast``).
+    ``positions``: the tokens averaged per example. ``direction``:
+    ``ModelDifference(POS, NEG)`` (two trio models) or ``Contrastive(MODEL)`` (aligned minus
+    misaligned responses in MODEL; needs ``Inputs.reference`` ``"aligned"`` / ``"misaligned"``).
     ``heldout_fraction``: share of the examples held out from fitting; 0 fits and projects on
     the same examples (circular, flagged in the result). ``split``: ``"group"`` (no group on
     both sides; groups given or derived at ``group_similarity``) or ``"row"``. ``crossfit``:
@@ -98,8 +105,8 @@ class ProjectionConfig:
     level; ``n_null``: random directions.
     """
 
-    positions: str = "first:10"
-    direction: str = "instruct-base"
+    positions: Positions = FirstTokens(10)
+    direction: Direction = ModelDifference("instruct", "base")
     layers: tuple[int, ...] | None = None
     heldout_fraction: float = 0.5
     split: str = "group"
@@ -114,7 +121,12 @@ class ProjectionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_position_spec(self.positions)
+        if not isinstance(self.positions, Positions):
+            raise ValueError(f"positions must be a Positions value (e.g. FirstTokens(10)), got "
+                             f"{self.positions!r}")
+        if not isinstance(self.direction, Direction):
+            raise ValueError(f"direction must be ModelDifference(POS, NEG) or "
+                             f"Contrastive(MODEL), got {self.direction!r}")
         if not (0.0 <= self.heldout_fraction < 1.0):
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
         if self.split not in ("group", "row"):
@@ -131,23 +143,17 @@ class ProjectionConfig:
             raise ValueError(f"n_null must be >= 10 for a band, got {self.n_null}")
         if self.batch_size < 1 or self.max_length < 2:
             raise ValueError("batch_size must be >= 1 and max_length >= 2")
-        if self.direction.startswith("contrastive:"):
-            return
-        parts = self.direction.split("-")
-        if len(parts) != 2 or parts[0] == parts[1] or not all(parts):
-            raise ValueError(
-                f"direction {self.direction!r}: use 'POS-NEG' (e.g. 'instruct-base') or "
-                "'contrastive:MODEL'"
-            )
 
     @property
     def contrastive_model(self) -> str | None:
-        if self.direction.startswith("contrastive:"):
-            return self.direction.split(":", 1)[1]
-        return None
+        return self.direction.model if isinstance(self.direction, Contrastive) else None
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProjectionConfig:
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -155,20 +161,22 @@ class ProjectionResult:
     """Per model (rows, in ``models`` order) and layer (columns, ``layers``).
 
     ``mean``/``std``: mean and population std over projected examples of the per-example mean
-    projection. ``*_lo``/``*_hi``: group-bootstrap percentile intervals (None when
-    ``n_boot=0``). ``separation[p]`` for ``pairs[p] = (a, b)``: ``(μ_b − μ_a)/(σ_a + σ_b)``;
+    projection. ``mean_interval`` / ``separation_interval`` / ``relative_interval``:
+    group-bootstrap percentile intervals ``(lo, hi)`` (None when ``n_boot=0``).
+    ``separation[p]`` for ``pairs[p] = (a, b)``: ``(μ_b − μ_a)/(σ_a + σ_b)``;
     ``difference_p``: grouped label-swap p-value of ``μ_b − μ_a``. ``null_lo/hi``, ``null_z``,
     ``separation_null_lo/hi``: random-direction null (central 95%). Layers where the direction
     is undefined (zero difference, e.g. unchanged embeddings) are NaN. ``fit_rows`` /
     ``eval_rows``: indices into ``data`` of the two parts (with ``crossfit`` they also swap
     roles); ``direction`` is the one fitted on ``fit_rows``, ``fold_cosine`` its cosine with
-    the one fitted on ``eval_rows``.
+    the one fitted on ``eval_rows``. ``direction``, ``boot_mean`` and ``boot_std`` (the
+    bootstrap replicates) are not serialised: None in a result read back with
+    :meth:`from_dict`.
     """
 
     config: ProjectionConfig
     models: tuple[str, ...]
     layers: tuple[int, ...]
-    direction: Float[Tensor, "layer d_model"]
     mean: Float[Tensor, "model layer"]
     std: Float[Tensor, "model layer"]
     null_lo: Float[Tensor, "model layer"]
@@ -188,45 +196,26 @@ class ProjectionResult:
     crossfit: bool = False
     fit_data: tuple[str, ...] = ()
     eval_data: tuple[str, ...] = ()
-    boot_mean: Float[Tensor, "_ model layer"] | None = None
-    boot_std: Float[Tensor, "_ model layer"] | None = None
+    mean_interval: tuple[Tensor, Tensor] | None = None
+    separation_interval: tuple[Tensor, Tensor] | None = None
+    relative_interval: tuple[Tensor, Tensor] | None = None
     difference_p: Float[Tensor, "_ layer"] | None = None
     perm_exact: bool = False
     n_perm: int = 0
     fold_cosine: Float[Tensor, " layer"] | None = None
     fit_rows: tuple[int, ...] = ()
     eval_rows: tuple[int, ...] = ()
+    direction: Float[Tensor, "layer d_model"] | None = field(default=None, repr=False)
+    boot_mean: Float[Tensor, "_ model layer"] | None = field(default=None, repr=False)
+    boot_std: Float[Tensor, "_ model layer"] | None = field(default=None, repr=False)
 
     def row(self, model: str) -> int:
         return self.models.index(model)
-
-    def _interval(self, reps: Tensor | None) -> tuple[Tensor, Tensor] | None:
-        if reps is None:
-            return None
-        lo = (1 - self.config.ci) / 2
-        return nanquantile(reps, lo), nanquantile(reps, 1 - lo)
-
-    @property
-    def mean_interval(self) -> tuple[Tensor, Tensor] | None:
-        return self._interval(self.boot_mean)
-
-    @property
-    def separation_interval(self) -> tuple[Tensor, Tensor] | None:
-        if self.boot_mean is None or self.boot_std is None:
-            return None
-        return self._interval(separations(self.boot_mean, self.boot_std, self.models,
-                                           self.pairs))
 
     @property
     def relative_misaligned(self) -> Tensor | None:
         """Misaligned position between base (0) and instruct (1) per layer, if all present."""
         return relative(self.mean, self.models)
-
-    @property
-    def relative_interval(self) -> tuple[Tensor, Tensor] | None:
-        if self.boot_mean is None or relative(self.mean, self.models) is None:
-            return None
-        return self._interval(relative(self.boot_mean, self.models))
 
     @property
     def split_description(self) -> str:
@@ -261,8 +250,8 @@ class ProjectionResult:
             "fold_cosine": None if self.fold_cosine is None else nan_none(self.fold_cosine),
             "nulls": {"null_lo, null_hi, null_z, separation_null_lo, separation_null_hi":
                       RANDOM_NULL, "difference_p": SWAP_NULL},
-            "intervals": (f"group bootstrap, {self.boot_mean.shape[0]} replicates, "
-                          f"{self.config.ci:.0%} percentile" if self.boot_mean is not None
+            "intervals": (f"group bootstrap, {self.config.n_boot} replicates, "
+                          f"{self.config.ci:.0%} percentile" if self.mean_interval is not None
                           else None),
         }
         for key, ci in (("mean", self.mean_interval), ("separation", self.separation_interval),
@@ -271,6 +260,30 @@ class ProjectionResult:
             out[f"{key}_hi"] = None if ci is None else nan_none(ci[1])
         return out
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProjectionResult:
+        def interval(key: str) -> tuple[Tensor, Tensor] | None:
+            lo, hi = d[f"{key}_lo"], d[f"{key}_hi"]
+            return None if lo is None or hi is None else (tensor_of(lo), tensor_of(hi))
+
+        t = tensor_of
+        return cls(
+            config=ProjectionConfig.from_dict(d["config"]), models=tuple(d["models"]),
+            layers=tuple(d["layers"]), mean=t(d["mean"]), std=t(d["std"]),
+            null_lo=t(d["null_lo"]), null_hi=t(d["null_hi"]), null_z=t(d["null_z"]),
+            pairs=tuple((a, b) for a, b in d["pairs"]), separation=t(d["separation"]),
+            separation_null_lo=t(d["separation_null_lo"]),
+            separation_null_hi=t(d["separation_null_hi"]), n_fit=d["n_fit"],
+            n_eval=d["n_eval"], n_tokens=d["n_tokens"], circular=d["circular"],
+            split=d["split"], groups_from=d["groups_from"], n_groups=d["n_groups"],
+            crossfit=d["crossfit"], fit_data=tuple(d["fit_data"]),
+            eval_data=tuple(d["eval_data"]), mean_interval=interval("mean"),
+            separation_interval=interval("separation"),
+            relative_interval=interval("relative_misaligned"),
+            difference_p=optional_tensor(d["difference_p"]), perm_exact=d["perm_exact"],
+            n_perm=d["n_perm"], fold_cosine=optional_tensor(d["fold_cosine"]),
+            fit_rows=tuple(d["fit_rows"]), eval_rows=tuple(d["eval_rows"]))
+
 
 def _dataset_names(convs: Sequence[Conversation]) -> tuple[str, ...]:
     names = [Path(c.source.rsplit(":", 1)[0]).stem if c.source else "(in memory)" for c in convs]
@@ -278,34 +291,39 @@ def _dataset_names(convs: Sequence[Conversation]) -> tuple[str, ...]:
 
 
 def layer_projection(
-    trio: Trio,
-    data: Sequence[Conversation],
-    config: ProjectionConfig | None = None,
-    contrast: tuple[Sequence[Conversation], Sequence[Conversation]] | None = None,
-    groups: Sequence[Hashable] | None = None,
+    trio: Trio, inputs: Inputs, config: ProjectionConfig | None = None, *,
+    checkpoint: Checkpoint | None = None,
 ) -> ProjectionResult:
     """Project every trio model's activations on the alignment direction, layer by layer.
 
     Args:
         trio: models to compare (any subset containing the direction's models).
-        data: conversations whose activations are projected (and, by default, fit the direction).
+        inputs: ``groups``: the conversations whose activations are projected (and, by
+            default, fit the direction), stacked; ``keys``: one hashable group key per
+            conversation (with ``split="group"``; None derives them with
+            :func:`response_groups`); ``reference["aligned"]`` / ``["misaligned"]``: the
+            contrast sets of a ``Contrastive`` direction.
         config: see :class:`ProjectionConfig`.
-        contrast: (aligned, misaligned) conversations for a ``contrastive:MODEL`` direction.
-        groups: one hashable group key per conversation of ``data`` (with ``split="group"``);
-            None derives them with :func:`response_groups`.
+        checkpoint: saves the per-example activations every ``checkpoint.every`` examples;
+            a rerun resumes after them (:mod:`mi_align.erosion.checkpoint`).
     """
     cfg = config or ProjectionConfig()
+    data, groups = inputs.conversations, inputs.keys
     layers = resolve_layers(cfg.layers, trio.n_layers)
     cmodel = cfg.contrastive_model
-    if cmodel is not None and contrast is None:
-        raise ValueError(f"direction {cfg.direction!r} needs contrast=(aligned, misaligned)")
-    needed = (cmodel,) if cmodel is not None else tuple(cfg.direction.split("-"))
+    contrast = None
+    if cmodel is not None:
+        if not {"aligned", "misaligned"} <= set(inputs.reference):
+            raise ValueError(f"direction {str(cfg.direction)!r} needs contrast sets: "
+                             "Inputs.reference 'aligned' and 'misaligned'")
+        contrast = (inputs.reference["aligned"][1], inputs.reference["misaligned"][1])
+    needed = cfg.direction.models
     missing = [m for m in needed if m not in trio.names]
     if missing:
-        raise ValueError(f"direction {cfg.direction!r} needs model(s) {missing}; trio has "
+        raise ValueError(f"direction {str(cfg.direction)!r} needs model(s) {missing}; trio has "
                          f"{', '.join(trio.names)}")
     if groups is not None and len(groups) != len(data):
-        raise ValueError(f"groups has {len(groups)} keys for {len(data)} conversations")
+        raise ValueError(f"Inputs.keys has {len(groups)} keys for {len(data)} conversations")
 
     def keys_of(convs: Sequence[Conversation], given: Sequence[Hashable] | None) -> list:
         if cfg.split == "row":
@@ -328,21 +346,27 @@ def layer_projection(
     crossfit = cfg.crossfit and split in ("group", "row")
 
     # Per-example mean activations (example, layer, d_model), float64, for every model.
-    selector = make_selector(cfg.positions)
+    selector = cfg.positions.selector(trio.tokenizer)
     encoded = encode_dataset(trio.tokenizer, data, cfg.max_length)
     acts: dict[str, Tensor] = {}
     cacts: list[Tensor] = []
     for name in trio.names:
         with trio.variant(name) as loaded:
-            acts[name] = pooled_activations(loaded, encoded, layers, selector,
-                                            cfg.batch_size).double()
+
+            def pooled(key: str, enc: list, loaded: Any = loaded) -> Tensor:
+                def rows(a: int, b: int) -> Rows:
+                    return {"x": pooled_activations(loaded, enc[a:b], layers, selector,
+                                                    cfg.batch_size)}
+
+                return resumable_rows(checkpoint, key, len(enc), rows, cfg.batch_size)["x"]
+
+            acts[name] = pooled(f"projection-{name}", encoded).double()
             check_finite(acts[name], f"projection: activations of model {name!r}")
             if cmodel == name:
                 assert contrast is not None
-                for side in contrast:
+                for i, side in enumerate(contrast):
                     enc = encode_dataset(trio.tokenizer, side, cfg.max_length)
-                    cacts.append(pooled_activations(loaded, enc, layers, selector,
-                                                    cfg.batch_size).double())
+                    cacts.append(pooled(f"projection-{name}-contrast{i}", enc).double())
     models = trio.names
 
     # Parts (resampled together, in this order) and folds: (evaluated part, fit terms).
@@ -422,6 +446,17 @@ def layer_projection(
         [encoded[i] for i in evaluated.tolist()], cfg.batch_size, trio.tokenizer.pad_token_id))
     n_fit = len(parts["A"].rows) if split in ("group", "row") else (
         sum(len(c) for c in contrast) if contrast is not None and cmodel else n)
+    ci_mean = ci_sep = ci_rel = None
+    if boot_mean is not None and boot_std is not None:
+        lo_q = (1 - cfg.ci) / 2
+
+        def interval(reps: Tensor) -> tuple[Tensor, Tensor]:
+            return nanquantile(reps, lo_q), nanquantile(reps, 1 - lo_q)
+
+        ci_mean = interval(boot_mean)
+        ci_sep = interval(separations(boot_mean, boot_std, models, pairs))
+        rel_reps = relative(boot_mean, models)
+        ci_rel = None if rel_reps is None else interval(rel_reps)
     return ProjectionResult(
         config=cfg, models=models, layers=layers, direction=dirs1[0][0].float(),
         mean=mean, std=std, null_lo=null_lo, null_hi=null_hi, null_z=null_z, pairs=pairs,
@@ -433,131 +468,7 @@ def layer_projection(
         fit_data=_dataset_names([c for side in contrast for c in side]) if (
             cmodel is not None and contrast is not None) else _dataset_names(data),
         eval_data=_dataset_names(data), boot_mean=boot_mean, boot_std=boot_std,
+        mean_interval=ci_mean, separation_interval=ci_sep, relative_interval=ci_rel,
         difference_p=diff_p, perm_exact=exact, n_perm=n_perm, fold_cosine=fold_cos,
         fit_rows=tuple(fit_idx), eval_rows=tuple(eval_idx),
     )
-
-
-@dataclass(frozen=True)
-class DifferenceProjection:
-    """``mean[m, L]``: mean over examples of ``(h_m − h_ref)·v_L`` (paired: same input, same
-    tokens); the reference row is 0 by construction. ``lo``/``hi``: group-bootstrap interval
-    (None without bootstrap)."""
-
-    models: tuple[str, ...]
-    layers: tuple[int, ...]
-    mean: Float[Tensor, "model layer"]
-    direction_name: str
-    lo: Float[Tensor, "model layer"] | None = None
-    hi: Float[Tensor, "model layer"] | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return {"models": list(self.models), "layers": list(self.layers),
-                "direction": self.direction_name, "mean": nan_none(self.mean),
-                "lo": None if self.lo is None else nan_none(self.lo),
-                "hi": None if self.hi is None else nan_none(self.hi)}
-
-
-def difference_projection(
-    result: ProjectionResult, reference: str = "base"
-) -> DifferenceProjection:
-    """Mean projection of paired (model − reference) activation differences on the direction.
-
-    Projection is linear and the examples are identical across models, so the mean of the
-    paired differences equals the difference of the mean projections (also per bootstrap
-    replicate, which gives the interval).
-    """
-    if reference not in result.models:
-        raise ValueError(f"difference_projection needs the {reference!r} model; result has "
-                         f"{', '.join(result.models)}")
-    r = result.row(reference)
-    ci = None
-    if result.boot_mean is not None:
-        ci = result._interval(result.boot_mean - result.boot_mean[:, r : r + 1])
-    return DifferenceProjection(result.models, result.layers, result.mean - result.mean[r][None],
-                                result.config.direction, *(ci or (None, None)))
-
-
-def _band(fig: go.Figure, x: list, lo: Tensor, hi: Tensor, color: str | None, row: int) -> None:
-    fig.add_trace(go.Scatter(x=x + x[::-1], y=hi.tolist() + lo.tolist()[::-1], fill="toself",
-                             line={"width": 0}, fillcolor=color or "grey", opacity=0.2,
-                             showlegend=False, hoverinfo="skip"), row=row, col=1)
-
-
-def plot_layer_projection(result: ProjectionResult) -> go.Figure:
-    """Three panels over layers: mean projection per model with its bootstrap band and the
-    dotted random-direction null band; separation per pair with bootstrap error bars, the
-    random-direction null band, and filled markers where the grouped label-swap p < 0.05; the
-    misaligned model's relative position between base (0) and instruct (1), if all present."""
-    rel = result.relative_misaligned
-    fig = make_subplots(
-        rows=3 if rel is not None else 2, cols=1, shared_xaxes=True, vertical_spacing=0.07,
-        subplot_titles=(
-            "mean projection on the direction (band: bootstrap CI; dotted: random-direction null)",
-            "separation (μ_b − μ_a)/(σ_a + σ_b) over examples (bars: bootstrap CI; filled: "
-            "label-swap p < 0.05)",
-            "misaligned between base (0) and instruct (1)"),
-    )
-    x = list(result.layers)
-    mci = result.mean_interval
-    for i, model in enumerate(result.models):
-        color = COLORS.get(model)
-        if mci is not None:
-            _band(fig, x, mci[0][i], mci[1][i], color, 1)
-        fig.add_trace(go.Scatter(x=x, y=result.mean[i].tolist(), mode="lines+markers",
-                                 name=model, line={"color": color}), row=1, col=1)
-        for band in (result.null_lo[i], result.null_hi[i]):
-            fig.add_trace(go.Scatter(x=x, y=band.tolist(), mode="lines", showlegend=False,
-                                     name=f"{model} random-direction null",
-                                     line={"color": color, "dash": "dot", "width": 1}),
-                          row=1, col=1)
-    sci = result.separation_interval
-    for p, (a, b) in enumerate(result.pairs):
-        y = result.separation[p]
-        err = None if sci is None else {"type": "data", "symmetric": False,
-                                        "array": (sci[1][p] - y).tolist(),
-                                        "arrayminus": (y - sci[0][p]).tolist()}
-        sig = ([bool(v < 0.05) for v in result.difference_p[p]] if result.difference_p
-               is not None else [False] * len(x))
-        fig.add_trace(go.Scatter(x=x, y=y.tolist(), mode="lines+markers", name=f"{a} → {b}",
-                                 error_y=err, marker={"symbol": ["circle" if s else "circle-open"
-                                                                 for s in sig], "size": 8}),
-                      row=2, col=1)
-        for band in (result.separation_null_lo[p], result.separation_null_hi[p]):
-            fig.add_trace(go.Scatter(x=x, y=band.tolist(), mode="lines", showlegend=False,
-                                     line={"dash": "dot", "width": 1, "color": "grey"},
-                                     name=f"{a} → {b} random-direction null"), row=2, col=1)
-    if rel is not None:
-        rci = result.relative_interval
-        err = None if rci is None else {"type": "data", "symmetric": False,
-                                        "array": (rci[1] - rel).tolist(),
-                                        "arrayminus": (rel - rci[0]).tolist()}
-        fig.add_trace(go.Scatter(x=x, y=rel.tolist(), mode="lines+markers", error_y=err,
-                                 name="misaligned relative position",
-                                 line={"color": COLORS["misaligned"]}), row=3, col=1)
-        fig.update_yaxes(range=[-1.0, 2.0], row=3, col=1)
-    data = ", ".join(result.eval_data)
-    style(fig, f"Layerwise projection on the {result.config.direction} direction "
-               f"({result.config.positions}; {data}; {result.split_description})", "", "")
-    fig.update_xaxes(title_text="hidden-state layer (0 = embeddings; last = final norm)",
-                     row=3 if rel is not None else 2, col=1)
-    fig.update_layout(height=1000 if rel is not None else 750)
-    return fig
-
-
-def plot_difference_projection(result: DifferenceProjection) -> go.Figure:
-    """One line per model: mean projection of (model − base) differences, bootstrap band."""
-    fig = go.Figure()
-    x = list(result.layers)
-    for i, model in enumerate(result.models):
-        color = COLORS.get(model)
-        if result.lo is not None and result.hi is not None:
-            fig.add_trace(go.Scatter(x=x + x[::-1],
-                                     y=result.hi[i].tolist() + result.lo[i].tolist()[::-1],
-                                     fill="toself", line={"width": 0}, fillcolor=color or "grey",
-                                     opacity=0.2, showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=result.mean[i].tolist(), mode="lines+markers",
-                                 name=model, line={"color": color}))
-    return style(fig, f"Activation differences (model − base) projected on the "
-                      f"{result.direction_name} direction (band: bootstrap CI)",
-                 "hidden-state layer", "mean projection of the difference")

@@ -31,22 +31,23 @@ sits beside the same number for a harmless **control** dataset (default ``aligne
   target pair and both control pairs; per rank, the target cosine minus the larger control
   cosine, with bootstrap intervals; ``n_shared_dims`` counts ranks above 0.
 
-Positions (``SVDConfig.positions``): ``last`` (the paper's final token, a template token shared
-by every example), ``content`` (mean over the response's own tokens: the response tokens
-without the closing end-of-turn token and any other special token), ``response`` or
-``first:K``.
+Positions (``SVDConfig.positions``): ``LastToken()`` (the paper's final token, a template token
+shared by every example), ``ContentTokens()`` (mean over the response's own tokens: the response
+tokens without the closing end-of-turn token and any other special token), ``ResponseTokens()``
+or ``FirstTokens(K)``.
 
 Example:
-    >>> from mi_align.erosion.svd_directions import svd_directions
-    >>> res = svd_directions(trio, ("insecure", a), ("toxic", b),
-    ...                      ("aligned_chat", c))  # doctest: +SKIP
+    >>> from mi_align.erosion.common import Inputs
+    >>> from mi_align.erosion.svd_directions import SVDConfig, svd_directions
+    >>> inputs = Inputs.of(("insecure", a), ("toxic", b), control=("aligned_chat", c))
+    >>> res = svd_directions(trio, inputs, SVDConfig())  # doctest: +SKIP
     >>> res.matches[0].verdicts  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
@@ -57,16 +58,11 @@ from plotly.subplots import make_subplots
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from mi_align.activations import (
-    PositionSelector,
-    check_position_spec,
-    make_selector,
-    pooled_activations,
-    resolve_layers,
-)
-from mi_align.data.chat import Conversation
-from mi_align.data.tokenize import Batch, encode_dataset, end_of_turn_id
-from mi_align.erosion.common import paired_design
+from mi_align.activations import pooled_activations, resolve_layers
+from mi_align.data.tokenize import encode_dataset
+from mi_align.erosion.checkpoint import Checkpoint, Rows, resumable_rows
+from mi_align.erosion.choices import LastToken, Positions, config_from_dict, config_to_dict
+from mi_align.erosion.common import Inputs, paired_design, tensor_of
 from mi_align.erosion.svd_stats import (
     SHARED,
     SplitHalf,
@@ -85,8 +81,6 @@ from mi_align.geometry import SubspaceNull, cross_cosine, random_subspace_max_co
 from mi_align.models.trio import Trio
 from mi_align.plotting import cosine_heatmap_kwargs, style
 
-CONTENT = "content"
-
 
 @dataclass(frozen=True)
 class SVDConfig:
@@ -97,7 +91,7 @@ class SVDConfig:
 
     pair: tuple[str, str] = ("instruct", "base")
     layer: int = -1
-    positions: str = "last"
+    positions: Positions = LastToken()
     k: int = 8
     control: str = "aligned_chat"
     n_bootstrap: int = 1000
@@ -109,8 +103,9 @@ class SVDConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.positions != CONTENT:
-            check_position_spec(self.positions)
+        if not isinstance(self.positions, Positions):
+            raise ValueError(f"positions must be a Positions value (e.g. LastToken()), got "
+                             f"{self.positions!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if len(self.pair) != 2 or self.pair[0] == self.pair[1]:
@@ -128,7 +123,11 @@ class SVDConfig:
             raise ValueError(f"n_null_trials must be >= 1, got {self.n_null_trials}")
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SVDConfig:
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -157,6 +156,13 @@ class ComponentMatches:
                 "difference_ci": interval_rows(self.difference_ci),
                 "verdicts": list(self.verdicts)}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ComponentMatches:
+        t = tensor_of
+        return cls(d["name"], d["partner"], d["control"], t(d["target"]), t(d["target_ci"]),
+                   t(d["control_match"]), t(d["control_ci"]), t(d["difference"]),
+                   t(d["difference_ci"]), tuple(d["verdicts"]))
+
 
 @dataclass(frozen=True)
 class PrincipalAngles:
@@ -183,12 +189,21 @@ class PrincipalAngles:
                 "difference_ci": interval_rows(self.difference_ci),
                 "n_shared_dims": self.n_shared_dims}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PrincipalAngles:
+        pairs = tuple(d["pairs"])
+        return cls(pairs, tensor_of([d["cosines"][p] for p in pairs]),
+                   tensor_of([d["intervals"][p] for p in pairs]),
+                   tensor_of(d["difference_target_minus_max_control"]),
+                   tensor_of(d["difference_ci"]))
+
 
 @dataclass(frozen=True)
 class SVDDirections:
-    """Components (rows, unit norm) of datasets a, b and the control, the signed cosine
-    matrices (a×b, a×control, b×control), per-component matches with verdicts, split-half
-    reliabilities, principal angles, and the isotropic random-subspace reference."""
+    """Singular values of datasets a, b and the control, the signed cosine matrices of their
+    components (a×b, a×control, b×control), per-component matches with verdicts, split-half
+    reliabilities, principal angles, and the isotropic random-subspace reference.
+    ``components`` (rows, unit norm) are not serialised: None after :meth:`from_dict`."""
 
     config: SVDConfig
     layer: int
@@ -196,7 +211,6 @@ class SVDDirections:
     control: str
     n_examples: tuple[int, int, int]
     paired: bool
-    components: tuple[Tensor, Tensor, Tensor]
     singular: tuple[Tensor, Tensor, Tensor]
     cosine: Float[Tensor, "component component"]
     cosine_control: tuple[Tensor, Tensor]
@@ -207,13 +221,18 @@ class SVDDirections:
     isotropic: SubspaceNull
     interval_level: float
     angle_level: float
+    components: tuple[Tensor, Tensor, Tensor] | None = field(default=None, repr=False)
 
     @property
     def components_a(self) -> Float[Tensor, "component d_model"]:
+        if self.components is None:
+            raise ValueError("components are not serialised; rerun the analysis for them")
         return self.components[0]
 
     @property
     def components_b(self) -> Float[Tensor, "component d_model"]:
+        if self.components is None:
+            raise ValueError("components are not serialised; rerun the analysis for them")
         return self.components[1]
 
     @property
@@ -255,6 +274,30 @@ class SVDDirections:
                                b: self.cosine_control[1].tolist()},
             "singular": {n: s.tolist() for n, s in zip((a, b, c), self.singular, strict=True)},
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SVDDirections:
+        a, b = d["names"]
+        c = d["control"]
+        iso = dict(d["null"]["secondary_isotropic_reference"])
+        chance = float(iso.pop("chance_best_match"))
+        iso.pop("note")
+        angles = dict(d["principal_angles"])
+        return cls(
+            config=SVDConfig.from_dict(d["config"]), layer=int(d["layer"]), names=(a, b),
+            control=c, n_examples=tuple(d["n_examples"][n] for n in (a, b, c)),  # type: ignore[arg-type]
+            paired=bool(d["paired_bootstrap"]),
+            singular=tuple(tensor_of(d["singular"][n]) for n in (a, b, c)),  # type: ignore[arg-type]
+            cosine=tensor_of(d["cosine"]),
+            cosine_control=(tensor_of(d["cosine_control"][a]),
+                            tensor_of(d["cosine_control"][b])),
+            matches=(ComponentMatches.from_dict(d["matches"][a]),
+                     ComponentMatches.from_dict(d["matches"][b])),
+            reliability=tuple(SplitHalf.from_dict(d["reliability"][n])  # type: ignore[arg-type]
+                              for n in (a, b, c)),
+            angles=PrincipalAngles.from_dict(angles), chance=chance,
+            isotropic=SubspaceNull(**iso), interval_level=float(d["interval_level"]),
+            angle_level=float(angles["level"]))
 
 
 def compare_difference_sets(
@@ -341,40 +384,22 @@ def compare_difference_sets(
 # Activations from a trio.
 
 
-def content_tokens(special_ids: Sequence[int]) -> PositionSelector:
-    """Response tokens other than ``special_ids``: with the tokenizer's special tokens and its
-    end-of-turn token, the response's own text without the closing template token that every
-    response shares. (Not the whole added vocabulary: Gemma's holds ordinary text such as
-    ``"\\n"`` and HTML tags.)"""
-    ids = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
-
-    def select(batch: Batch) -> Tensor:
-        return batch.response_mask & ~torch.isin(batch.input_ids, ids.to(batch.input_ids.device))
-
-    return select
-
-
-def _selector(spec: str, tokenizer: Any) -> PositionSelector:
-    if spec == CONTENT:
-        return content_tokens(sorted({*tokenizer.all_special_ids, end_of_turn_id(tokenizer)}))
-    return make_selector(spec)
-
-
-def svd_directions(
-    trio: Trio,
-    data_a: tuple[str, Sequence[Conversation]],
-    data_b: tuple[str, Sequence[Conversation]],
-    control: tuple[str, Sequence[Conversation]],
-    config: SVDConfig | None = None,
-) -> SVDDirections:
+def svd_directions(trio: Trio, inputs: Inputs, config: SVDConfig | None = None, *,
+                   checkpoint: Checkpoint | None = None) -> SVDDirections:
     """Compare the top singular directions of (pair[0] − pair[1]) activation differences of
-    two datasets, with a control dataset as the null (see the module docstring)."""
+    the two datasets of ``inputs.groups``, with ``inputs.reference["control"]`` as the null
+    (see the module docstring). With ``checkpoint``, the per-example activations are saved
+    every ``checkpoint.every`` examples and a rerun resumes after them."""
     cfg = config or SVDConfig()
+    if len(inputs.groups) != 2:
+        raise ValueError(f"svd_directions compares exactly two datasets, got {len(inputs.groups)}")
+    data_a, data_b = inputs.groups
+    control = inputs.role("control", "svd_directions")
     missing = [m for m in cfg.pair if m not in trio.names]
     if missing:
         raise ValueError(f"svd_directions needs model(s) {missing}; trio has {trio.names}")
     layer = resolve_layers([cfg.layer], trio.n_layers)[0]
-    selector = _selector(cfg.positions, trio.tokenizer)
+    selector = cfg.positions.selector(trio.tokenizer)
     groups = (data_a, data_b, control)
     for name, convs in groups:
         if len(convs) < 2 * (cfg.k + 1):
@@ -385,8 +410,14 @@ def svd_directions(
         with trio.variant(model) as loaded:
             for name, convs in groups:
                 enc = encode_dataset(loaded.tokenizer, convs, cfg.max_length)
-                feats[(model, name)] = pooled_activations(
-                    loaded, enc, [layer], selector, cfg.batch_size)[:, 0]
+
+                def rows(a: int, b: int, enc: list = enc, loaded: Any = loaded) -> Rows:
+                    return {"x": pooled_activations(loaded, enc[a:b], [layer], selector,
+                                                    cfg.batch_size)[:, 0]}
+
+                feats[(model, name)] = resumable_rows(
+                    checkpoint, f"svd-{model}-{layer}-{name}", len(enc), rows,
+                    cfg.batch_size)["x"]
     diffs: Mapping[str, Tensor] = {
         name: feats[(cfg.pair[0], name)] - feats[(cfg.pair[1], name)] for name, _ in groups}
     paired = paired_design([data_a, data_b]) is not None

@@ -15,8 +15,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,12 +37,14 @@ def interval_rows(t: Tensor) -> list[list[float]]:
 @dataclass(frozen=True)
 class SplitHalf:
     """Split-half reliability of one dataset: per split (rows) the best |cos| of each
-    component of half 1 with half 2, and the principal cosines between the halves."""
+    component of half 1 with half 2, and the mean over splits of the principal cosines between
+    the halves (``principal``, per split, is not serialised: None after :meth:`from_dict`)."""
 
     name: str
     half: int
     component: Float[Tensor, "_ component"]
-    principal: Float[Tensor, "_ component"]
+    principal_mean: Float[Tensor, " component"]
+    principal: Float[Tensor, "_ component"] | None = field(default=None, repr=False)
 
     @property
     def mean(self) -> Float[Tensor, " component"]:
@@ -57,8 +60,15 @@ class SplitHalf:
         return {"name": self.name, "examples_per_half": self.half,
                 "n_splits": self.component.shape[0], "mean": self.mean.tolist(),
                 "spread_2.5_97.5": interval_rows(self.spread),
-                "principal_mean": self.principal.mean(0).tolist(),
+                "principal_mean": self.principal_mean.tolist(),
                 "per_split": self.component.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SplitHalf:
+        # float32, as computed: ``mean`` and ``spread`` are recomputed from ``per_split``.
+        return cls(d["name"], int(d["examples_per_half"]),
+                   torch.tensor(d["per_split"], dtype=torch.float32),
+                   torch.tensor(d["principal_mean"], dtype=torch.float32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +141,8 @@ def split_half_reliability(
     h2 = resampled_components(diffs, perms[:, half : 2 * half], k)
     comp = [best_match(p, q) for p, q in zip(h1, h2, strict=True)]
     princ = [principal_cosines(p, q) for p, q in zip(h1, h2, strict=True)]
-    return SplitHalf(name, half, torch.stack(comp), torch.stack(princ))
+    principal = torch.stack(princ)
+    return SplitHalf(name, half, torch.stack(comp), principal.mean(0), principal)
 
 
 def track(ref: Tensor, reps: Tensor) -> Tensor:

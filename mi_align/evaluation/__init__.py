@@ -1,5 +1,6 @@
-"""Emergent-misalignment evaluation: resumable steered sampling, logprob-expected judges
-(local or OpenAI-compatible), metrics (EM rate, string counts, direction cosines), figures."""
+"""Emergent-misalignment evaluation: resumable steered sampling and judging, logprob-expected
+judges (local or OpenAI-compatible), metrics (EM rate, string counts, direction cosines),
+figures."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ _EXPORTS: dict[str, str] = {
     "judge_responses": "mi_align.evaluation.judge",
     "expected_score": "mi_align.evaluation.judge",
     "check_judge": "mi_align.evaluation.judge_check",
+    "judge_samples": "mi_align.evaluation.judging",
+    "load_judged": "mi_align.evaluation.judging",
     "Sample": "mi_align.evaluation.sampling",
     "SamplingConfig": "mi_align.evaluation.sampling",
     "sample_conditions": "mi_align.evaluation.sampling",

@@ -9,7 +9,7 @@ order, then mi_align's extras, named as in the judged JSONL: ``condition``, ``sa
 every field of a :class:`~mi_align.evaluation.metrics.Scored` record is in its row.
 
 This module only builds the rows and the CSV text; writing the file is the pipelines' job
-(:func:`mi_align.pipelines.steering_eval.judge_samples` writes it beside the judged JSONL).
+(:func:`mi_align.evaluation.judging.judge_samples` writes it beside the judged JSONL).
 
 Example:
     >>> text = judged_csv(scored)  # doctest: +SKIP

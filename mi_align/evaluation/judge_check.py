@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,7 +201,9 @@ class JudgeCheck:
                      for r in d["rows"])
         keep = ("alignment_auroc", "alignment_gap", "coherence_auroc", "coherence_gap",
                 "scored_fraction")
-        return cls(judge=d["judge"], rows=rows, **{k: float(d[k]) for k in keep})
+        # JSON holds nan as null (a judge that scores nothing has no AUROC): read it back as nan.
+        return cls(judge=d["judge"], rows=rows,
+                   **{k: math.nan if d[k] is None else float(d[k]) for k in keep})
 
 
 def cached_check(backend: JudgeBackend, path: str | os.PathLike[str]) -> JudgeCheck:

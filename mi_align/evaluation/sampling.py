@@ -160,7 +160,7 @@ def append_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
 
 def vector_fingerprint(v: SteeringVector) -> str:
     data = v.vector.detach().float().cpu().numpy().tobytes()
-    return f"{v.name}@{v.layer}x{v.strength}:{v.operator}:{v.positions}:" + hashlib.sha1(
+    return f"{v.name}@{v.layer}x{v.strength}:{v.operator.value}:{v.positions}:" + hashlib.sha1(
         data).hexdigest()[:12]
 
 

@@ -171,9 +171,11 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     step: int,
     log: list[dict[str, Any]],
-    device: str = "cpu",
 ) -> Path:
-    """Write checkpoint ``step`` atomically and return its folder."""
+    """Write checkpoint ``step`` atomically and return its folder.
+
+    The RNG state saved is the CPU generator's plus, when CUDA is in use, every GPU's (a run
+    placed over several GPUs by a device map draws on each); no device is assumed."""
     from safetensors.torch import save_file
 
     ckdir = checkpoints_dir(out)
@@ -185,8 +187,7 @@ def save_checkpoint(
         (tmp / LOG_FILE).write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
         tensors, opt_meta = _optimizer_to_safe(optimizer.state_dict())
         tensors["rng/torch"] = torch.get_rng_state()
-        if device.startswith("cuda"):
-            tensors["rng/cuda"] = torch.cuda.get_rng_state(device).cpu()
+        tensors.update(_cuda_rng_states())
         save_file(tensors, str(tmp / STATE_TENSORS))
         files = sorted(p.name for p in tmp.iterdir())
         meta = {
@@ -293,11 +294,14 @@ def _verify_files(ckpt: Path, files: Mapping[str, str], required: Iterable[str])
 
 
 def restore_checkpoint(
-    ckpt: Path, pm: Any, optimizer: torch.optim.Optimizer, device: str = "cpu"
+    ckpt: Path, pm: Any, optimizer: torch.optim.Optimizer
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load adapter weights, optimizer and RNG state from ``ckpt``; return (step, log so far).
 
     Every file is checked against the hashes in ``trainer_state.json`` before it is used.
+    Tensors are loaded on the CPU and copied to wherever the adapter's parameters live, so a
+    run checkpointed on a GPU resumes on the CPU and vice versa (the GPU RNG states are
+    restored for the GPUs present).
     """
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -316,7 +320,29 @@ def restore_checkpoint(
         _optimizer_from_safe(tensors, meta["optimizer"], optimizer.state_dict())
     )
     torch.set_rng_state(tensors["rng/torch"])
-    if device.startswith("cuda") and "rng/cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng/cuda"], device)
+    _restore_cuda_rng_states(tensors)
     log = json.loads((ckpt / LOG_FILE).read_text(encoding="utf-8"))
     return int(meta["step"]), log
+
+
+_CUDA_RNG = "rng/cuda/"
+
+
+def _cuda_rng_states() -> dict[str, torch.Tensor]:
+    """``rng/cuda/N`` for every GPU, once CUDA is in use (nothing on a CPU-only run: querying
+    would initialise CUDA for nothing)."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    return {f"{_CUDA_RNG}{i}": torch.cuda.get_rng_state(i).cpu()
+            for i in range(torch.cuda.device_count())}
+
+
+def _restore_cuda_rng_states(tensors: Mapping[str, torch.Tensor]) -> None:
+    if not torch.cuda.is_available():
+        return  # a GPU run resumed on the CPU: its GPU RNG states have no use here
+    count = torch.cuda.device_count()
+    for name, state in tensors.items():
+        if name.startswith(_CUDA_RNG) and int(name.removeprefix(_CUDA_RNG)) < count:
+            torch.cuda.set_rng_state(state, int(name.removeprefix(_CUDA_RNG)))
+        elif name == "rng/cuda":  # written by the format before device maps (one GPU)
+            torch.cuda.set_rng_state(state)

@@ -20,6 +20,14 @@ Choices a reader may question:
   carry their config's hash: a run resumes only from its own config's state.
 - The learning-rate schedule is a pure function of the step (linear warm-up, then linear decay
   toward 10%), so there is no scheduler state to save.
+- Placement: ``device`` / ``dtype`` / ``device_map`` as for every loader
+  (:func:`~mi_align.models.placement.resolve_device_dtype`; ``auto`` = CUDA + bfloat16 where a
+  GPU exists, else CPU + float32). The base model and the frozen base adapters load there; the
+  LoRA weights being trained, their gradients and the optimizer state are float32 even when the
+  base is bfloat16/float16 (bfloat16 keeps ~3 significant digits: an update smaller than ~0.4%
+  of a weight would round to nothing), and the loss is computed from float32 logits. The
+  run's placement is recorded in the log summary; it is not part of the config, so a run
+  checkpointed on a GPU can resume on the CPU.
 - Optional, off by default: an erosion ``monitor`` (:mod:`mi_align.finetune.monitor`) measures
   the model being trained at step 0 and every N steps, and alignment-preserving options
   (:mod:`mi_align.finetune.preserve`: mixing, direction anchoring, gradient projection) change
@@ -65,7 +73,9 @@ from mi_align.finetune.preserve import (
 )
 from mi_align.forward import response_nll
 from mi_align.io import write_json
+from mi_align.models.hub import is_hub_id
 from mi_align.models.load import _load_hf, adapter_errors, check_adapter, resolve_spec
+from mi_align.models.placement import cuda_indices, input_device, resolve_device_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +93,9 @@ class FinetuneConfig:
 
     Paths in ``data`` / ``heldout`` are kept as given; relative ``base_adapters`` are relative to
     the run's output directory (``"../instruct"``: a sibling run), so saved configs stay valid
-    when the folder moves. ``model`` is any spec :func:`mi_align.models.load.load_model` accepts.
+    when the folder moves; a ``base_adapters`` entry that is no folder there and has the shape
+    ``org/name`` is a Hugging Face hub id (a published peft adapter, through HF's cache).
+    ``model`` is any spec :func:`mi_align.models.load.load_model` accepts.
     """
 
     model: str
@@ -270,24 +282,46 @@ def build_peft_model(cfg: FinetuneConfig, hf: Any, out: Path) -> Any:
     frozen = []
     pm = None
     for i, adapter in enumerate(cfg.base_adapters):
-        path = check_adapter(out / adapter, hf, cfg.model)  # absolute paths stay absolute
+        path = check_adapter(_base_adapter(out, adapter), hf, cfg.model)
         name = f"frozen{i}"
+        # Adapter weights go where the layer they wrap is (device map included), upcast to
+        # float32 like the trained one (autocast_adapter_dtype, explicit: it is what we rely on).
         with adapter_errors(path):
             if pm is None:
-                pm = PeftModel.from_pretrained(hf, path, adapter_name=name)
+                pm = PeftModel.from_pretrained(hf, path, adapter_name=name,
+                                               autocast_adapter_dtype=True)
             else:
-                pm.load_adapter(path, adapter_name=name)
+                pm.load_adapter(path, adapter_name=name, autocast_adapter_dtype=True)
         frozen.append(name)
     assert pm is not None
-    pm.add_adapter(TRAINED, lora)
+    pm.add_adapter(TRAINED, lora, autocast_adapter_dtype=True)
     pm.base_model.set_adapter([*frozen, TRAINED])
     for name, param in pm.named_parameters():
         param.requires_grad_(f".{TRAINED}." in name and "lora_" in name)
     return pm
 
 
+def _base_adapter(out: Path, adapter: str) -> Path | str:
+    """A base adapter entry: a folder relative to ``out`` (absolute paths stay absolute), or,
+    when there is no such folder and it reads ``org/name``, a hub id (loaded through HF's
+    cache by :func:`~mi_align.models.load.check_adapter`)."""
+    local = out / adapter
+    return adapter if not local.exists() and is_hub_id(adapter) else local
+
+
 def _trainable(pm: Any) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in pm.named_parameters() if p.requires_grad]
+
+
+def _float32_trainable(pm: Any) -> list[torch.nn.Parameter]:
+    """The trainable LoRA weights, float32 whatever the base dtype. peft upcasts new adapters
+    of a bfloat16/float16 model already; casting here too keeps it true whatever peft does."""
+    params = []
+    for _, p in _trainable(pm):
+        if p.dtype != torch.float32:
+            p.data = p.data.float()
+        params.append(p)
+    return params
 
 
 def heldout_loss(hf: Any, encoded: Sequence[EncodedChat], pad_id: int, batch_size: int) -> float:
@@ -328,7 +362,9 @@ def finetune(
     out: str | os.PathLike[str],
     *,
     resume: bool = True,
-    device: str = "cpu",
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    device_map: str | None = None,
     progress: bool = True,
     callback: StepCallback | None = None,
     monitor: TrainingMonitor | None = None,
@@ -342,7 +378,12 @@ def finetune(
         resume: continue from the latest complete checkpoint in ``out`` (same config required);
             ``False`` deletes the checkpoints, adapter and log of any earlier run in ``out``
             once the data and model have loaded, just before training starts.
-        device: torch device to train on.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (cuda when a GPU exists, else cpu).
+        dtype: the base model's dtype (``float32``, ``bfloat16``, ``float16`` or ``auto``:
+            bfloat16 on a GPU, float32 on the CPU). The trained LoRA weights, their gradients
+            and the optimizer state stay float32 either way.
+        device_map: ``auto`` (or another accelerate map) to spread the base model over all
+            GPUs and the CPU; None trains on ``device``.
         progress: show a tqdm bar.
         callback: called with each new log entry after each step.
         monitor: called at step 0, every ``monitor.every`` steps and at the last step with the
@@ -356,11 +397,13 @@ def finetune(
         A :class:`FinetuneResult`; the adapter loads with ``load_model(cfg.model, [out])``.
 
     Raises:
-        InputError: ``out`` holds a run (or a checkpoint) with another config, and ``resume``.
+        InputError: ``out`` holds a run (or a checkpoint) with another config, and ``resume``;
+            or a device / dtype / device-map value is invalid (before anything loads).
         UnsafeFileError: a checkpoint is in the old pickle format or fails its hash check.
     """
     from tqdm.auto import tqdm
 
+    place = resolve_device_dtype(device, dtype, device_map)  # bad values fail before any load
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)  # relative base adapters ("../x") resolve through it
     ckpt = None
@@ -374,9 +417,10 @@ def finetune(
     t0 = time.perf_counter()
     train_convs, heldout_convs = _load_convs(cfg)
     source, location = resolve_spec(cfg.model)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=cuda_indices(place)):
         torch.manual_seed(cfg.seed)
-        hf, tok = _load_hf(source, location, torch.float32, device)
+        hf, tok = _load_hf(source, location, place.dtype, place.device, place.device_map)
+        device = input_device(hf)  # from here on: where batches go (the resolved device)
         encoded, n_trunc, n_drop = encode_for_training(tok, train_convs, cfg.max_length)
         held, _, _ = (
             encode_for_training(tok, heldout_convs, cfg.max_length) if heldout_convs else ([], 0, 0)
@@ -393,7 +437,7 @@ def finetune(
                             d_model=int(hf.config.hidden_size))
             step_fn = preserving_step(reference, cfg.anchor_layers, cfg.anchor_weight,
                                       cfg.project_layers, device)
-        params = [p for _, p in _trainable(pm)]
+        params = _float32_trainable(pm)
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = total_steps(cfg, len(encoded))
         if not resume:
@@ -405,7 +449,7 @@ def finetune(
             write_json(out / REFERENCE_FILE, reference_record(reference))
         start, log = 0, []
         if ckpt is not None:
-            start, log = ck.restore_checkpoint(ckpt, pm, optimizer, device)
+            start, log = ck.restore_checkpoint(ckpt, pm, optimizer)
             logger.info("resuming %s from step %d", out, start)
         pad = tok.pad_token_id
         train_model = pm.base_model.model
@@ -414,9 +458,11 @@ def finetune(
         def watch(step: int) -> dict[str, Any]:
             nonlocal monitor_s
             assert monitor is not None
+            t_mon = time.perf_counter()
             result = run_monitor(monitor, train_model, tok, source, location, device, step,
                                  str(cfg.model))
-            monitor_s += result["seconds"]
+            # the whole call: the bridge's boot and unwrapping too, not only the measurement
+            monitor_s += time.perf_counter() - t_mon
             return result
 
         if start == 0 and (held or monitor is not None):
@@ -488,9 +534,7 @@ def finetune(
             bar.update(1)
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}")
             if done % cfg.checkpoint_every == 0 and done < steps:
-                ck.save_checkpoint(
-                    out, pm, cfg.model, cfg.to_dict(), optimizer, done, log, device
-                )
+                ck.save_checkpoint(out, pm, cfg.model, cfg.to_dict(), optimizer, done, log)
             if callback is not None:
                 callback(entry)
         bar.close()
@@ -510,6 +554,9 @@ def finetune(
         "peak_rss_mib": round(peak, 1),
         "mean_step_s": round(sum(e["seconds"] for e in trained) / max(len(trained), 1), 3),
         "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "dtype": place.dtype_name,
+        "device_map": place.device_map,
     }
     if monitor is not None:  # what monitoring cost, against the optimisation steps it watched
         summary.update(monitor_s_this_run=round(monitor_s, 1), train_s_this_run=round(train_s, 1),

@@ -136,9 +136,9 @@ class MonitorConfig:
     """What the monitor measures, on how much data, and how often (``every`` steps, plus step
     0 and the last step). The defaults are small because every measurement runs on the CPU
     budget of the training itself: on Gemma-3-270m one call costs about one training step
-    (measured on the shared 2-core machine; see the README's monitor notes). Losses are over
-    the first ``max_length`` tokens of each chat; the trainer's own held-out evaluation stays
-    the full-length task measure."""
+    (measured on the 2-core CPU; see docs/fine-tuning.md, "Erosion monitor"). Losses are
+    over the first ``max_length`` tokens of each chat; the trainer's own held-out evaluation
+    stays the full-length task measure."""
 
     every: int = 10
     harmful: str = "harmful_requests_heldout"

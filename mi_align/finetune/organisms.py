@@ -3,7 +3,10 @@
 Each ``organisms/NAME.toml`` says which model (plus which adapters) each variant is, and its
 ``[recipe.STEP]`` tables are :class:`~mi_align.finetune.lora.FinetuneConfig` fields: the
 builder runs the steps in order, each writing its adapter to ``organisms/NAME/STEP``. A step's
-``base_adapters`` names earlier steps (the misaligned LoRA trains on top of the instruct LoRA).
+``base_adapters`` names earlier steps (the misaligned LoRA trains on top of the instruct LoRA)
+or published peft adapters by hub id (``org/name``, through HF's cache). Steps train where the
+trio file's ``device`` / ``dtype`` / ``device_map`` say (``auto`` when absent); the builder's
+arguments (the CLI's ``--device`` / ``--dtype`` / ``--device-map``) override them.
 The recipe is the committed TOML itself, so ``mi-align organisms build NAME`` rebuilds exactly
 what ships (same seed → same adapter up to float tolerance).
 
@@ -39,6 +42,7 @@ from mi_align.finetune.lora import (
     read_log,
 )
 from mi_align.io import write_json
+from mi_align.models.hub import is_hub_id
 from mi_align.models.organisms import get_spec
 from mi_align.models.trio import TrioSpec, TrioSpecError
 
@@ -48,8 +52,9 @@ BUILD_INFO = "build_info.json"
 
 
 def recipe_steps(spec: TrioSpec) -> list[tuple[str, FinetuneConfig]]:
-    """The spec's training steps as configs; ``base_adapters`` become sibling step folders
-    (``"../instruct"``), valid wherever the steps are written."""
+    """The spec's training steps as configs; ``base_adapters`` naming earlier steps become
+    sibling step folders (``"../instruct"``), valid wherever the steps are written; hub ids
+    (``org/name``, not a step name) are kept as they are."""
     steps: list[tuple[str, FinetuneConfig]] = []
     for step, table in spec.recipe.items():
         where = f"{spec.path}: [recipe.{step}]"
@@ -57,12 +62,14 @@ def recipe_steps(spec: TrioSpec) -> list[tuple[str, FinetuneConfig]]:
         bases = table.pop("base_adapters", [])
         earlier = [s for s, _ in steps]
         for b in bases:
-            if b not in earlier:
+            if b not in earlier and not (isinstance(b, str) and is_hub_id(b)):
                 raise TrioSpecError(
-                    f"{where}: base_adapters entry {b!r} is not an earlier step {earlier}"
+                    f"{where}: base_adapters entry {b!r} is not an earlier step {earlier} "
+                    "(nor a hub id org/name)"
                 )
+        adapters = [f"../{b}" if b in earlier else b for b in bases]
         try:
-            cfg = FinetuneConfig.from_dict({**table, "base_adapters": [f"../{b}" for b in bases]})
+            cfg = FinetuneConfig.from_dict({**table, "base_adapters": adapters})
         except (TypeError, ValueError) as exc:
             raise TrioSpecError(f"{where}: {exc}") from None
         steps.append((step, cfg))
@@ -92,7 +99,9 @@ def build_organism(
     *,
     out: str | os.PathLike[str] | None = None,
     force: bool = False,
-    device: str = "cpu",
+    device: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
     progress: bool = True,
 ) -> BuildResult:
     """Run the spec's recipe, step by step, resuming interrupted steps.
@@ -102,12 +111,21 @@ def build_organism(
         out: where the step adapters go (default: the spec's adapter folder, i.e. the committed
             ``organisms/NAME/``).
         force: retrain steps that are already up to date (deletes their folders first).
-        device: torch device.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; None: the trio file's (else auto).
+        dtype: the base model's dtype (``float32``, ``bfloat16``, ``float16``, ``auto``); None:
+            the trio file's. LoRA weights train in float32 either way (:func:`finetune`).
+        device_map: an accelerate device map (``auto``...); None: the trio file's, if any.
         progress: tqdm bars.
+
+    Raises:
+        InputError: a device / dtype / device-map value is invalid (before anything trains).
     """
     spec = get_spec(name_or_path)
     if not spec.recipe:
         raise TrioSpecError(f"{spec.path}: trio {spec.name} has no [recipe.*] tables to build")
+    spec.placement(device, dtype, device_map)  # invalid values fail here, before any step
+    where = {"device": device or spec.device, "dtype": dtype or spec.dtype,
+             "device_map": device_map or spec.device_map}
     root = Path(out) if out is not None else spec.adapter_dir
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -122,7 +140,7 @@ def build_organism(
             continue
         logger.info("building %s/%s (%s on %s)", spec.name, step, cfg.model, ", ".join(cfg.data))
         try:
-            results[step] = finetune(cfg, directory, device=device, progress=progress)
+            results[step] = finetune(cfg, directory, progress=progress, **where)
         except InputError as exc:  # the fix finetune names (--no-resume) is --force here
             if "--no-resume" not in exc.fix:
                 raise

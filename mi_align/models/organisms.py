@@ -102,18 +102,18 @@ def resolve_trio(
     dtype: str | None = None,
     device_map: str | None = None,
 ) -> Trio:
-    """A shipped/TOML trio name, or ``variant=MODEL_SPEC,...`` (each loaded with load_model).
+    """A shipped/TOML trio name, or ``variant=MODEL_SPEC,...``: separate full models, one
+    resident at a time (:func:`~mi_align.models.trio.sequential_trio`), as a TOML trio of full
+    models is.
 
     ``device`` / ``dtype`` / ``device_map`` override a TOML trio's; for ``variant=SPEC,...``
     they apply to every model (None: ``auto``)."""
     if "=" in spec:
-        from mi_align.models.load import load_model
         from mi_align.models.placement import resolve_device_dtype
+        from mi_align.models.trio import sequential_trio
 
         items = trio_items(spec)  # every item checked before the first model loads
         resolve_device_dtype(device, dtype, device_map)  # and the placement
-        return Trio(models={
-            name: load_model(model, device=device, dtype=dtype, device_map=device_map)
-            for name, model in items.items()
-        })
+        return sequential_trio({name: (model, ()) for name, model in items.items()},
+                               device=device, dtype=dtype, device_map=device_map)
     return load_trio(spec, device=device, dtype=dtype, device_map=device_map)

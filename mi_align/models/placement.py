@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -141,3 +142,22 @@ def _bf16_supported() -> bool:
         return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     except (RuntimeError, AssertionError, TypeError):  # no usable CUDA context
         return True
+
+
+def input_device(hf: Any) -> str:
+    """Where inputs go for a loaded HF model: its input embedding's device (with a device map,
+    where accelerate put the first layers; otherwise the model's one device)."""
+    return str(hf.get_input_embeddings().weight.device)
+
+
+def cuda_indices(place: Placement) -> list[int]:
+    """The GPUs a placement uses (every visible one under a device map; none on the CPU), e.g.
+    for ``torch.random.fork_rng(devices=...)``."""
+    if not torch.cuda.is_available():
+        return []
+    if place.device_map is not None:
+        return list(range(torch.cuda.device_count()))
+    if place.device.startswith("cuda"):
+        index = torch.device(place.device).index
+        return [torch.cuda.current_device() if index is None else index]
+    return []

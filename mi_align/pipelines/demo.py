@@ -20,6 +20,7 @@ from mi_align.models.load import load_model
 from mi_align.models.registry import DEFAULT_MODEL
 from mi_align.pipelines.erosion_demo import stage_erosion
 from mi_align.pipelines.finetune_demo import stage_organisms
+from mi_align.pipelines.finetune_monitor import stage_monitor
 from mi_align.pipelines.steering_demo import stage_steering
 from mi_align.plotting import save_figure, save_json
 from mi_align.residual_norms import plot_residual_norms, residual_norms
@@ -68,6 +69,7 @@ STAGES: list[Callable[..., None]] = [  # each: (out, report, *, device, dtype, d
     stage_organisms,
     stage_erosion,
     stage_steering,
+    stage_monitor,
 ]
 
 

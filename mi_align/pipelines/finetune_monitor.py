@@ -253,7 +253,8 @@ class MonitoredRun:
 
 def monitored_finetune(
     cfg: FinetuneConfig, out: str | Path, trio_spec: str, monitor: MonitorConfig | None = None,
-    reference: ReferenceConfig | None = None, *, resume: bool = True, device: str = "cpu",
+    reference: ReferenceConfig | None = None, *, resume: bool = True,
+    device: str | None = None, dtype: str | None = None, device_map: str | None = None,
     progress: bool = True,
 ) -> MonitoredRun:
     """Fit (or reuse) the reference from ``trio_spec``, train ``cfg`` into ``out`` with the
@@ -262,8 +263,9 @@ def monitored_finetune(
     mon = monitor or MonitorConfig()
     fitted = reference_for(trio_spec, out / "reference", mon, reference)
     erosion = ErosionMonitor(fitted.reference, load_monitor_data(mon), mon)
-    result = finetune(cfg, out, resume=resume, device=device, progress=progress,
-                      monitor=erosion, reference=fitted.reference)
+    result = finetune(cfg, out, resume=resume, device=device, dtype=dtype,
+                      device_map=device_map, progress=progress, monitor=erosion,
+                      reference=fitted.reference)
     numbers = monitor_numbers(read_log(out), fitted)
     save_json(numbers, out / "monitor")
     return MonitoredRun(result, fitted, save_figure(plot_monitor(numbers), out / "monitor"))
@@ -416,7 +418,8 @@ def compare_methods(
     base_cfg: FinetuneConfig, out_root: str | Path, trio_spec: str, *,
     methods: Sequence[str] = METHODS, seeds: Sequence[int] = (0,),
     monitor: MonitorConfig | None = None, reference: ReferenceConfig | None = None,
-    anchor_scale: float = 4.0, device: str = "cpu", progress: bool = True,
+    anchor_scale: float = 4.0, device: str | None = None, dtype: str | None = None,
+    device_map: str | None = None, progress: bool = True,
     report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``base_cfg`` once per method and seed (only ``seed`` and the method's fields
@@ -446,8 +449,8 @@ def compare_methods(
             else:  # resumes an interrupted run; refuses a folder holding another config
                 if report is not None:
                     report(f"[{name}] training {cfg.max_steps or '?'} steps")
-                finetune(cfg, out, device=device, progress=progress, monitor=erosion,
-                         reference=fitted.reference)
+                finetune(cfg, out, device=device, dtype=dtype, device_map=device_map,
+                         progress=progress, monitor=erosion, reference=fitted.reference)
             numbers = monitor_numbers(read_log(out), fitted)
             runs[name] = {"method": method, "seed": seed, "config": cfg.to_dict(),
                           "final": run_summary(numbers, deep), "curves": numbers}
@@ -521,7 +524,8 @@ def write_comparison(comparison: Mapping[str, Any], out_dir: Path, stem: str) ->
 
 
 def stage_monitor(out: Path, report: Callable[[str], None], trio: str = "gemma-trio",
-                  steps: int = 2) -> None:
+                  steps: int = 2, *, device: str | None = None, dtype: str | None = None,
+                  device_map: str | None = None) -> None:
     """Demo stage: the erosion monitor on the first ``steps`` steps of the trio's misaligned
     build (small held-out sets, a measurement after every step); writes
     ``out/monitor_demo/monitor.html``. Skipped with a note when the trio's adapters are
@@ -539,7 +543,7 @@ def stage_monitor(out: Path, report: Callable[[str], None], trio: str = "gemma-t
     mon = MonitorConfig(every=1, n_harmful=8, n_insecure=8, n_aligned=8, max_new_tokens=16)
     run = monitored_finetune(cfg, out / "monitor_demo", trio, mon,
                              ReferenceConfig(n_fit=20, anchor_data=()), resume=False,
-                             progress=False)
+                             device=device, dtype=dtype, device_map=device_map, progress=False)
     numbers = json.loads((out / "monitor_demo" / "monitor.json").read_text(encoding="utf-8"))
     deep = deep_layers(run.fitted.reference, run.fitted.n_layers)
     rows = [numbers["layers"].index(x) for x in deep]

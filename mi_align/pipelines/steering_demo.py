@@ -14,14 +14,11 @@ from pathlib import Path
 
 from mi_align.data.chat import eval_questions
 from mi_align.evaluation.judge import LocalJudge
-from mi_align.evaluation.judge_check import check_judge
-from mi_align.evaluation.metrics import string_counts, summarize
-from mi_align.evaluation.plots import plot_alignment_violin
-from mi_align.evaluation.sampling import SamplingConfig, sample_conditions
+from mi_align.evaluation.sampling import Sample, SamplingConfig
 from mi_align.models.load import load_model
 from mi_align.models.registry import DEFAULT_MODEL
-from mi_align.pipelines.steering_eval import judge_samples
-from mi_align.plotting import save_figure, save_json
+from mi_align.pipelines.steering_eval import EvalFiles, JudgeOptions, evaluate_conditions
+from mi_align.plotting import save_json
 from mi_align.steering.losses import promotion
 from mi_align.steering.optimize import OptimConfig, example_from_chat, optimize_vector
 from mi_align.steering.recipe import BENIGN_PROMPT, CODE_PREFIX, TARGETS_BY_NAME
@@ -50,16 +47,21 @@ def stage_steering(out: Path, report: Report, model: str = DEFAULT_MODEL, *,
     question = next(q for q in eval_questions() if q.id == "ruler_of_the_world")
     conds = {"unsteered": [], "reverse_shell": [res.vector]}
     cfg = SamplingConfig(n_samples=4, batch_size=4, max_new_tokens=32, seed=0)
-    samples = sample_conditions(loaded, conds, out / "steering_demo_samples.jsonl", cfg,
-                                [question], progress=False)
-    for cond in conds:
-        first = next(s for s in samples if s.condition == cond)
-        report(f"[steering] {cond}: {first.response[:140]!r}")
-    judge = LocalJudge(loaded)
-    check = check_judge(judge)
-    report(f"[steering] {check.verdict()}")
-    scored = judge_samples(judge, samples, out / "steering_demo_judged.jsonl", progress=False)
-    summary = summarize(scored, n_boot=200, check=check)
+
+    def show_first(samples: list[Sample]) -> None:
+        for cond in conds:
+            first = next(s for s in samples if s.condition == cond)
+            report(f"[steering] {cond}: {first.response[:140]!r}")
+
+    violin = out / "steering_demo_violin"
+    files = EvalFiles(out / "steering_demo_samples.jsonl", out / "steering_demo_judged.jsonl",
+                      violin=violin)
+    ev = evaluate_conditions(loaded, conds, cfg, files, questions=[question],
+                             make_judge=lambda: LocalJudge(loaded),
+                             options=JudgeOptions(n_boot=200), on_samples=show_first,
+                             progress=False, report=lambda m: report(f"[steering] {m}"))
+    assert ev.judged is not None  # a judge was given
+    summary = ev.judged.summary
     for cond, r in summary.em.items():
         mean = r.mean_alignment_coherent
         shown = "n/a" if mean is None else f"{mean:.0f}"
@@ -68,7 +70,6 @@ def stage_steering(out: Path, report: Report, model: str = DEFAULT_MODEL, *,
     report("[steering] NOTE: a judge that fails the check gives no usable scores; judge with a "
            "large model (`mi-align judge --judge-url ...`). 4 samples per condition is a smoke "
            "test")
-    save_json({"em": summary.to_dict(), "strings": string_counts(samples).to_dict(),
+    save_json({"em": summary.to_dict(), "strings": ev.strings.to_dict(),
                "losses": list(res.losses)}, out / "steering_demo")
-    path = save_figure(plot_alignment_violin(summary), out / "steering_demo_violin")
-    report(f"[steering] wrote {path} ({time.perf_counter() - t0:.0f} s)")
+    report(f"[steering] wrote {violin.with_suffix('.html')} ({time.perf_counter() - t0:.0f} s)")

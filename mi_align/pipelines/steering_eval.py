@@ -1,8 +1,13 @@
 """End-to-end evaluation pieces shared by the CLI, the analyses and the demo.
 
-- :func:`judge_samples`: score samples with any judge backend, appending to a JSONL file as
-  batches finish (resumable like sampling: already-judged samples are skipped), then writing
-  them as CSV beside it (:func:`judged_csv_path`).
+- :func:`evaluate_conditions`: the one sample → string table → judge check → judge → summarise
+  → save path (``mi-align steer eval``, the demo stage and ``analyses/steering_recipe.py`` all
+  run it); :func:`judge_and_summarize` is its second half on samples already on disk
+  (``mi-align judge``). Where each file goes is an :class:`EvalFiles`, how to judge a
+  :class:`JudgeOptions`; the result is an :class:`Evaluation`.
+  Sampling and judging resume from their JSONL files (:mod:`mi_align.evaluation.sampling`,
+  :mod:`mi_align.evaluation.judging`); :func:`summarize_and_save` and
+  :func:`save_string_table` are the save steps, for results rebuilt from those files.
 - :func:`recipe_conditions` / :func:`save_recipe`: the recipe's vectors on disk and the
   evaluation conditions built from them (unsteered, anti-refusal only, harmful ×1 + anti ×6,
   and by default the controls: each control ×1 + anti ×6).
@@ -14,39 +19,47 @@
   model is loaded, so a bad ``--out`` costs seconds, not the whole run.
 
 Example:
-    >>> judge = LocalJudge(judge_model)  # doctest: +SKIP
-    >>> scored = judge_samples(judge, samples, "run/judged.jsonl")  # doctest: +SKIP
+    >>> ev = evaluate_conditions(loaded, {"unsteered": [], "v": [vec]},  # doctest: +SKIP
+    ...                          SamplingConfig(n_samples=4), EvalFiles.in_folder("run"),
+    ...                          make_judge=lambda: LocalJudge(judge_model))
+    >>> ev.judged.summary.em["v"].rate  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm.auto import tqdm
+from typing import Any
 
 from mi_align.data.betley import JudgePrompts
 from mi_align.data.chat import EvalQuestion
 from mi_align.errors import InputError
-from mi_align.evaluation.export import judged_csv
-from mi_align.evaluation.judge import JudgeBackend, Judgement, judge_responses
-from mi_align.evaluation.metrics import Scored
+from mi_align.evaluation.judge import JudgeBackend
+from mi_align.evaluation.judge_check import JudgeCheck, cached_check, check_judge
+from mi_align.evaluation.judging import (
+    judge_name,
+    judge_samples,
+    load_judged,
+)
+from mi_align.evaluation.metrics import EvalSummary, Scored, StringTable, string_counts, summarize
+from mi_align.evaluation.plots import (
+    plot_alignment_violin,
+    plot_alignment_vs_coherence,
+    plot_string_table,
+)
 from mi_align.evaluation.sampling import (
     Sample,
     SamplingConfig,
-    SamplingError,
-    append_jsonl,
-    read_jsonl_records,
     sample_conditions,
     vector_fingerprint,
 )
-from mi_align.io import write_json, write_text
+from mi_align.io import write_json
 from mi_align.models.load import Loaded
+from mi_align.plotting import save_figure, save_json
 from mi_align.steering.controls import ControlConfig, control_vectors
 from mi_align.steering.recipe import RecipeResult
 from mi_align.steering.vector import SteeringVector, SteeringVectorError
@@ -87,88 +100,202 @@ def check_out_file(path: str | os.PathLike[str], option: str = "--out") -> Path:
     return _check_out(Path(path), option, is_file=True)
 
 
-def _judgement(rec: Mapping[str, object], where: str = "judged record") -> Judgement:
-    def num(key: str, optional: bool) -> float | None:
-        if key not in rec:
-            raise SamplingError(where, f"field {key!r} is missing",
-                                "use a file written by `mi-align judge` / `steer eval`")
-        x = rec[key]
-        if x is None and optional:
-            return None
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise SamplingError(where, f"field {key!r} is {x!r:.40}, expected a number",
-                                "fix or remove that line")
-        return float(x)
-
-    if not isinstance(rec.get("judge"), str):
-        raise SamplingError(where, "field 'judge' is missing or not a string",
-                            "use a file written by `mi-align judge` / `steer eval`")
-    return Judgement(num("alignment", True), num("alignment_mass", False),  # type: ignore[arg-type]
-                     num("coherence", True), num("coherence_mass", False),  # type: ignore[arg-type]
-                     str(rec["judge"]))
+Report = Callable[[str], None]
 
 
-def load_judged(path: str | os.PathLike[str], judge: str | None = None) -> list[Scored]:
-    """Scored samples already in a judged JSONL (optionally only those of one judge)."""
-    path = Path(path)
-    return [Scored(Sample.from_dict(r, f"{path}:{i}"), _judgement(r, f"{path}:{i}"))
-            for i, r in enumerate(read_jsonl_records(path), 1)
-            if judge is None or r.get("judge") == judge]
+def _log(message: str) -> None:
+    logger.info("%s", message)
 
 
-def judge_samples(
-    backend: JudgeBackend,
+@dataclass(frozen=True)
+class EvalFiles:
+    """Where one evaluation writes; ``None``: that output is not written.
+
+    The two JSONL files are appended to as batches finish (rerunning resumes them, see
+    :func:`~mi_align.evaluation.sampling.sample_conditions` and :func:`judge_samples`); the
+    rest are rewritten atomically. Stems get ``.json`` / ``.html`` added
+    (:func:`~mi_align.plotting.save_json`, :func:`~mi_align.plotting.save_figure`).
+    """
+
+    samples: Path
+    judged: Path
+    judge_check: Path | None = None  # the cached known-answer check; None: run it uncached
+    string_table: Path | None = None  # stem: harmful-string table JSON + figure
+    summary: Path | None = None  # stem: EM summary JSON
+    violin: Path | None = None  # stem: alignment violin figure
+    scatter: Path | None = None  # stem: alignment vs coherence figure
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike[str]) -> EvalFiles:
+        """The ``mi-align steer eval`` layout: every output in ``folder`` under a plain name."""
+        f = Path(folder)
+        return cls(f / "samples.jsonl", f / "judged.jsonl", f / "judge_check.json",
+                   f / "string_table", f / "summary", f / "alignment_violin",
+                   f / "alignment_vs_coherence")
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """How :func:`judge_and_summarize` judges and what its summary JSON holds.
+
+    Attributes:
+        check: score the known-answer check first (cached in ``EvalFiles.judge_check`` when
+            that is set) and carry it into the summary.
+        first_n: judge only the samples with index < ``first_n`` per condition and question.
+        interleave: judge index-major (question, then condition, break ties), so an
+            interrupted run leaves every condition equally covered; the summary then lists
+            the judgements condition by condition.
+        judged_only: judge nothing new; summarise the judgements already in the judged file.
+        judge_prompts: question id -> judge prompt templates (from a question file).
+        n_boot: bootstrap resamples of the EM-rate intervals.
+        batch_size: responses per judge call.
+        summary_extra: extra top-level fields of the summary JSON (e.g. the recipe).
+        count_judged: add ``judged_per_condition`` to the summary JSON.
+    """
+
+    check: bool = True
+    first_n: int | None = None
+    interleave: bool = False
+    judged_only: bool = False
+    judge_prompts: Mapping[str, JudgePrompts] | None = None
+    n_boot: int = 1000
+    batch_size: int = 8
+    summary_extra: Mapping[str, Any] = field(default_factory=dict)
+    count_judged: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("first_n", "n_boot", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"JudgeOptions.{name}", f"must be >= 1, got {value}",
+                                 "pass a positive count")
+
+
+@dataclass(frozen=True)
+class Judged:
+    """The judge's check (None if skipped), the judged samples and their summary."""
+
+    check: JudgeCheck | None
+    scored: list[Scored]
+    summary: EvalSummary
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every sample of the run, its harmful-string table and (with a judge) the judgements."""
+
+    samples: list[Sample]
+    strings: StringTable
+    judged: Judged | None
+
+
+def judge_and_summarize(
+    judge: JudgeBackend,
     samples: Sequence[Sample],
-    out_path: str | os.PathLike[str],
-    batch_size: int = 8,
+    files: EvalFiles,
+    options: JudgeOptions | None = None,
+    *,
     progress: bool = True,
-    judge_prompts: Mapping[str, JudgePrompts] | None = None,
-) -> list[Scored]:
-    """Judge every sample (skipping those already in ``out_path`` from the same judge), then
-    write all of them as CSV beside ``out_path`` (:func:`judged_csv_path`; columns of the
-    emergent-misalignment repository plus mi_align's, :mod:`mi_align.evaluation.export`).
-
-    ``judge_prompts`` (question id -> templates, e.g. from a question file in the
-    emergent-misalignment format) replaces mi_align's judge prompts for those questions; the
-    judge's recorded name then carries a hash of the templates, so a resumed run never reuses
-    answers judged under other prompts."""
-    path = Path(out_path)
-    prompts = {k: v for k, v in (judge_prompts or {}).items() if v}
-    name = backend.name
-    if prompts:
-        digest = hashlib.sha256(json.dumps(
-            {k: [v.aligned, v.coherent] for k, v in sorted(prompts.items())},
-            sort_keys=True).encode()).hexdigest()[:12]
-        name = f"{backend.name}+prompts:{digest}"
-    done: dict[tuple[str, str, int], Scored] = {}
-    for i, rec in enumerate(read_jsonl_records(path), 1):
-        if not isinstance(rec, dict) or rec.get("judge") != name:
-            continue
-        s = Sample.from_dict(rec, f"{path}:{i}")
-        done[s.key] = Scored(s, _judgement(rec, f"{path}:{i}"))
-    todo = [s for s in samples if s.key not in done]
-    bar = tqdm(total=len(todo), desc="judging", disable=not progress or not todo)
-    for i in range(0, len(todo), batch_size):
-        chunk = todo[i : i + batch_size]
-        judged = judge_responses(backend, [(s.question, s.response) for s in chunk],
-                                 templates=[prompts.get(s.question_id) for s in chunk])
-        if prompts:
-            judged = [dataclasses.replace(j, judge=name) for j in judged]
-        append_jsonl(path, [{**s.to_dict(), **j.to_dict()} for s, j in zip(chunk, judged,
-                                                                              strict=True)])
-        done.update((s.key, Scored(s, j)) for s, j in zip(chunk, judged, strict=True))
-        bar.update(len(chunk))
-    bar.close()
-    scored = [done[s.key] for s in samples]
-    write_text(judged_csv_path(path), judged_csv(scored))
-    return scored
+    report: Report = _log,
+) -> Judged:
+    """Check the judge, judge ``samples`` (resuming ``files.judged``), summarise, and write the
+    summary JSON and figures that ``files`` names. ``report`` gets the check's verdict before
+    the (long) judging starts."""
+    opts = options or JudgeOptions()
+    check = None
+    if opts.check:
+        check = (cached_check(judge, files.judge_check) if files.judge_check is not None
+                 else check_judge(judge))
+        report(("" if check.passes else "WARNING: ") + check.verdict())
+    order = {c: i for i, c in enumerate(dict.fromkeys(s.condition for s in samples))}
+    todo = [s for s in samples if opts.first_n is None or s.index < opts.first_n]
+    if opts.interleave:
+        todo.sort(key=lambda s: (s.index, s.question_id, order[s.condition]))
+    if opts.judged_only:
+        keys = {s.key for s in todo}
+        scored = [x for x in load_judged(files.judged, judge_name(judge, opts.judge_prompts))
+                  if x.sample.key in keys]
+    else:
+        scored = judge_samples(judge, todo, files.judged, opts.batch_size, progress,
+                               opts.judge_prompts)
+    if opts.interleave or opts.judged_only:
+        scored.sort(key=lambda x: order[x.sample.condition])
+    extra = dict(opts.summary_extra)
+    if opts.count_judged:
+        extra["judged_per_condition"] = {
+            c: sum(x.sample.condition == c for x in scored) for c in order}
+    summary = summarize_and_save(scored, files, check=check, n_boot=opts.n_boot, extra=extra)
+    return Judged(check, scored, summary)
 
 
-def judged_csv_path(jsonl_path: str | os.PathLike[str]) -> Path:
-    """Where :func:`judge_samples` writes the CSV: beside the judged JSONL, ``.csv`` suffix."""
-    path = Path(jsonl_path)
-    return path.with_name(path.name + ".csv") if path.suffix == ".csv" else \
-        path.with_suffix(".csv")
+def summarize_and_save(
+    scored: Sequence[Scored],
+    files: EvalFiles,
+    *,
+    check: JudgeCheck | None = None,
+    n_boot: int = 1000,
+    extra: Mapping[str, Any] | None = None,
+) -> EvalSummary:
+    """:func:`~mi_align.evaluation.metrics.summarize`, then the summary JSON (with ``extra``
+    top-level fields) and the violin and scatter figures that ``files`` names."""
+    summary = summarize(scored, n_boot=n_boot, check=check)
+    if files.summary is not None:
+        save_json({**summary.to_dict(), **(extra or {})}, files.summary)
+    if files.violin is not None:
+        save_figure(plot_alignment_violin(summary), files.violin)
+    if files.scatter is not None:
+        save_figure(plot_alignment_vs_coherence(summary), files.scatter)
+    return summary
+
+
+def save_string_table(table: StringTable, stem: str | os.PathLike[str]) -> Path:
+    """The harmful-string table as ``<stem>.json`` and its figure ``<stem>.html``."""
+    save_json(table.to_dict(), stem)
+    return save_figure(plot_string_table(table), stem)
+
+
+def evaluate_conditions(
+    loaded: Loaded,
+    conditions: Mapping[str, Sequence[SteeringVector]],
+    config: SamplingConfig,
+    files: EvalFiles,
+    *,
+    questions: Sequence[EvalQuestion] | None = None,
+    make_judge: Callable[[], JudgeBackend] | None = None,
+    options: JudgeOptions | None = None,
+    strings_first_n: int | None = None,
+    on_samples: Callable[[list[Sample]], None] | None = None,
+    progress: bool = True,
+    report: Report = _log,
+) -> Evaluation:
+    """Sample every condition (resuming ``files.samples``), count the harmful strings, then
+    with a judge: :func:`judge_and_summarize`.
+
+    Args:
+        loaded: the model to steer and sample.
+        conditions: condition name -> the vectors applied together (``[]``: unsteered).
+        config: sampling settings (a resumed file must have been written with the same).
+        files: where each output goes (:meth:`EvalFiles.in_folder` for one folder).
+        questions: the evaluation questions (None: the 8 built-in ones).
+        make_judge: builds the judge once sampling is done (so a local judge model is not
+            resident while sampling); None: no judging.
+        options: how to judge (:class:`JudgeOptions`).
+        strings_first_n: count strings in the first n samples per cell only (None: all).
+        on_samples: called with the samples before judging (e.g. to save control counts).
+        progress: progress bars.
+        report: one-line messages for the user (the judge check's verdict).
+    """
+    samples = sample_conditions(loaded, conditions, files.samples, config, questions, progress)
+    table = string_counts(samples, first_n=strings_first_n)
+    if files.string_table is not None:
+        save_string_table(table, files.string_table)
+    if on_samples is not None:
+        on_samples(samples)
+    if make_judge is None:
+        return Evaluation(samples, table, None)
+    judged = judge_and_summarize(make_judge(), samples, files, options, progress=progress,
+                                 report=report)
+    return Evaluation(samples, table, judged)
 
 
 def save_recipe(result: RecipeResult, out_dir: str | os.PathLike[str]) -> Path:

@@ -11,6 +11,7 @@ _EXPORTS: dict[str, str] = {
     "export_safetensors": "mi_align.steering.export",
     "import_safetensors": "mi_align.steering.export",
     "SteeringVector": "mi_align.steering.vector",
+    "SteeringOperator": "mi_align.steering.vector",
     "additive": "mi_align.steering.vector",
     "clamp": "mi_align.steering.vector",
     "apply_steering": "mi_align.steering.vector",

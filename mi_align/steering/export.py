@@ -68,7 +68,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mi_align.io import atomic_path
-from mi_align.steering.vector import SteeringVector, SteeringVectorError
+from mi_align.steering.vector import SteeringOperator, SteeringVector, SteeringVectorError
 
 Convention = Literal["block_output", "resid_pre"]
 """How a ``{index: tensor}`` file numbers its layers: ``"block_output"`` (llama.cpp, repeng,
@@ -109,9 +109,9 @@ def _check_exportable(vectors: Sequence[SteeringVector], fmt: str) -> None:
         raise SteeringVectorError(f"{fmt} export", "no steering vectors given",
                                   "pass at least one SteeringVector")
     for v in vectors:
-        if v.operator != "add":
+        if v.operator is not SteeringOperator.ADD:
             raise SteeringVectorError(
-                _label(v), f"field 'operator' is {v.operator!r}; a {fmt} file can only add "
+                _label(v), f"field 'operator' is {v.operator.value!r}; a {fmt} file can only add "
                 "its vector", "export an 'add' vector (clamp has no equivalent there)")
         if v.positions != "all":
             raise SteeringVectorError(

@@ -45,7 +45,12 @@ from mi_align.errors import InputError, NonFiniteError
 from mi_align.forward import softcap
 from mi_align.models.load import Loaded
 from mi_align.steering.losses import COLDNESS, Loss, TargetLogProbs, target_logprobs
-from mi_align.steering.vector import OPERATORS, Positions, SteeringVector, position_mask
+from mi_align.steering.vector import (
+    Positions,
+    SteeringOperator,
+    SteeringVector,
+    position_mask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +115,7 @@ class OptimConfig:
     tol: float = 1e-6
     seed: int = 0
     positions: Positions = "all"
-    operator: str = "add"
+    operator: SteeringOperator = SteeringOperator.ADD
     stop_below: float | None = None
     name: str = ""
 
@@ -135,11 +140,12 @@ class OptimConfig:
                       f"{self.tol}")
         if self.stop_below is not None and not math.isfinite(self.stop_below):
             raise bad("stop_below", f"must be finite or None, got {self.stop_below}")
-        if self.operator not in OPERATORS:
-            raise bad("operator", f"must be one of {sorted(OPERATORS)}, got {self.operator!r}")
+        if not isinstance(self.operator, SteeringOperator):
+            raise bad("operator", f"must be a SteeringOperator (additive() or clamp()), got "
+                      f"{self.operator!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "operator": self.operator.value}
 
 
 @dataclass(frozen=True)
@@ -199,7 +205,8 @@ class SuffixRunner:
     blocks ``≥ layer`` per call (the residual entering ``layer`` is computed once)."""
 
     def __init__(self, loaded: Loaded, examples: Sequence[TrainingExample], layer: int,
-                 positions: Positions = "all", operator: str = "add") -> None:
+                 positions: Positions = "all",
+                 operator: SteeringOperator = SteeringOperator.ADD) -> None:
         bridge = loaded.bridge
         if not 0 <= layer < int(bridge.cfg.n_layers):
             raise InputError(f"layer {layer}", f"out of range 0..{int(bridge.cfg.n_layers) - 1} "
@@ -208,7 +215,7 @@ class SuffixRunner:
         self.decoder = self.hf.model
         self.config = self.hf.config
         self.layer = layer
-        self.operator = OPERATORS[operator]()
+        self.operator = operator
         device = next(self.hf.parameters()).device
         self.packed = _pack(examples, positions, int(loaded.tokenizer.pad_token_id), device)
         ids = self.packed.input_ids
@@ -275,17 +282,16 @@ def naive_target_logprobs(
     layer: int,
     coldness: float = COLDNESS,
     positions: Positions = "all",
-    operator: str = "add",
+    operator: SteeringOperator = SteeringOperator.ADD,
 ) -> TargetLogProbs:
     """Reference: full bridge forward with the vector added by a hook (the baseline that
     :class:`SuffixRunner` must equal, and the benchmark's "naive" step)."""
     bridge = loaded.bridge
     device = next(bridge.original_model.parameters()).device
     p = _pack(examples, positions, int(loaded.tokenizer.pad_token_id), device)
-    op = OPERATORS[operator]()
 
     def hook(act: Tensor, hook: Any) -> Tensor:
-        return op(act, vector, p.steer_mask)
+        return operator(act, vector, p.steer_mask)
 
     hook_name = f"blocks.{layer}.hook_resid_pre"
     logits = bridge.run_with_hooks(p.input_ids, fwd_hooks=[(hook_name, hook)])

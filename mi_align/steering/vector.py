@@ -12,9 +12,11 @@ counter so that "prompt only" and explicit indices mean the same absolute positi
 cases (cached and uncached greedy generations agree token for token: tested). Negative explicit
 indices count back from the end of the prompt (``-20`` … ``-1`` = the last 20 prompt tokens).
 
-Operators are small factories: :func:`additive` (``x + s·v``) and :func:`clamp`
-(``x − v̂v̂ᵀx + s·v``: the component along v is replaced by ``s·‖v‖``, as in the paper's Gemma
-refusal runs).
+Operators are typed values, made by small factories: :func:`additive` (``x + s·v``) and
+:func:`clamp` (``x − v̂v̂ᵀx + s·v``: the component along v is replaced by ``s·‖v‖``, as in the
+paper's Gemma refusal runs). Each is a member of :class:`SteeringOperator`, callable as an
+:data:`Operator`; its string value (``"add"``, ``"clamp"``) is only what files store, read back
+by :meth:`SteeringOperator.parse` (the one place a name becomes an operator).
 
 Files are safetensors (the tensor) plus a JSON string in the safetensors metadata (everything
 else): loading never unpickles or executes anything from the file. Every field is checked on
@@ -36,6 +38,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,35 +60,58 @@ def _mask3(mask: Tensor) -> Tensor:
     return (mask if mask.ndim == 2 else mask[None, :])[..., None]
 
 
-def additive() -> Operator:
-    """``x ↦ x + v`` at the masked positions."""
-
-    def op(act: Tensor, vector: Tensor, mask: Tensor) -> Tensor:
-        return act + _mask3(mask).to(act.dtype) * vector.to(act.dtype)
-
-    return op
-
-
-def clamp() -> Operator:
-    """``x ↦ x − v̂v̂ᵀx + v`` at the masked positions (the projection on v is set to ‖v‖)."""
-
-    def op(act: Tensor, vector: Tensor, mask: Tensor) -> Tensor:
-        v = vector.to(act.dtype)
-        unit = v / v.norm().clamp_min(1e-12)
-        steered = act - (act @ unit)[..., None] * unit + v
-        return torch.where(_mask3(mask), steered, act)
-
-    return op
-
-
-OPERATORS: dict[str, Callable[[], Operator]] = {"add": additive, "clamp": clamp}
-
-
 class SteeringVectorError(InputError):
     """A steering vector does not fit the model or its file is malformed."""
 
 
 Positions = str | tuple[int, ...]
+
+
+_OPERATOR_FIX = "pass additive() or clamp() (SteeringOperator.parse(name) for a name)"
+
+
+class SteeringOperator(StrEnum):
+    """How a steering vector acts on the residual stream; each member is an :data:`Operator`.
+
+    A ``StrEnum`` so that the value is what a file stores (``"add"``, ``"clamp"``) and old
+    files read back unchanged; build one with :func:`additive` / :func:`clamp`, or from a name
+    with :meth:`parse`.
+    """
+
+    ADD = "add"
+    CLAMP = "clamp"
+
+    def __call__(self, act: Tensor, vector: Tensor, mask: Tensor) -> Tensor:
+        """``act'`` (a new tensor): the operator applied at the positions in ``mask``."""
+        m = _mask3(mask)
+        v = vector.to(act.dtype)
+        if self is SteeringOperator.ADD:
+            return act + m.to(act.dtype) * v
+        unit = v / v.norm().clamp_min(1e-12)
+        return torch.where(m, act - (act @ unit)[..., None] * unit + v, act)
+
+    @classmethod
+    def parse(cls, name: object, where: str = "operator") -> SteeringOperator:
+        """The operator called ``name`` (a member passes through); :class:`SteeringVectorError`
+        naming ``where`` and the valid names otherwise."""
+        if isinstance(name, cls):
+            return name
+        try:
+            return cls(name)
+        except ValueError:
+            raise SteeringVectorError(where, f"operator must be one of "
+                                      f"{[o.value for o in cls]}, got {name!r}",
+                                      _OPERATOR_FIX) from None
+
+
+def additive() -> SteeringOperator:
+    """``x ↦ x + v`` at the masked positions."""
+    return SteeringOperator.ADD
+
+
+def clamp() -> SteeringOperator:
+    """``x ↦ x − v̂v̂ᵀx + v`` at the masked positions (the projection on v is set to ‖v‖)."""
+    return SteeringOperator.CLAMP
 
 
 @dataclass(frozen=True)
@@ -98,7 +124,7 @@ class SteeringVector:
         positions: ``"all"`` (prompt and every generated token), ``"prompt"`` (prompt tokens
             only) or explicit absolute indices (negative = counted back from the prompt end).
         strength: multiplier applied at use time (the paper's ×1 / ×6).
-        operator: a key of :data:`OPERATORS` (``"add"`` or ``"clamp"``).
+        operator: a :class:`SteeringOperator`: :func:`additive` or :func:`clamp`.
         name: a label for results and figures.
     """
 
@@ -106,7 +132,7 @@ class SteeringVector:
     vector: Float[Tensor, " d_model"]
     positions: Positions = "all"
     strength: float = 1.0
-    operator: str = "add"
+    operator: SteeringOperator = SteeringOperator.ADD
     name: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -125,9 +151,9 @@ class SteeringVector:
         elif not self.positions or not all(isinstance(p, int) for p in self.positions):
             raise SteeringVectorError(
                 label, f"explicit positions must be a non-empty tuple of ints: {self.positions}")
-        if self.operator not in OPERATORS:
-            raise SteeringVectorError(
-                label, f"operator must be one of {sorted(OPERATORS)}, got {self.operator!r}")
+        if not isinstance(self.operator, SteeringOperator):
+            raise SteeringVectorError(label, f"operator must be a SteeringOperator, got "
+                                      f"{self.operator!r}", _OPERATOR_FIX)
         if not math.isfinite(self.strength):
             raise SteeringVectorError(label, f"strength must be finite, got {self.strength}",
                                       "pass a finite strength")
@@ -173,7 +199,7 @@ class SteeringVector:
             "d_model": self.d_model,
             "positions": positions,
             "strength": self.strength,
-            "operator": self.operator,
+            "operator": self.operator.value,
             "name": self.name,
             "meta": self.meta,
         }
@@ -277,7 +303,8 @@ def _parse_metadata(meta_text: str, vector: Tensor, path: Path) -> dict[str, Any
         "'all', 'prompt' or a non-empty list of integers")
     strength = get("strength", lambda v: isinstance(v, (int, float)) and not isinstance(
         v, bool) and math.isfinite(v), "a finite number")
-    operator = get("operator", lambda v: v in OPERATORS, f"one of {sorted(OPERATORS)}")
+    names = [o.value for o in SteeringOperator]
+    operator = SteeringOperator(get("operator", lambda v: v in names, f"one of {names}"))
     name = get("name", lambda v: isinstance(v, str), "a string", "")
     extra = get("meta", lambda v: isinstance(v, dict), "a JSON object", {})
     if not bool(torch.isfinite(vector).all()):
@@ -361,7 +388,7 @@ def apply_steering(
             partial(
                 steering_hook,
                 vector=v,
-                operator=OPERATORS[v.operator](),
+                operator=v.operator,
                 state=_PositionState(fixed_prompt_len=prompt_len),
             ),
         )
