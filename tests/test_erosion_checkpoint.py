@@ -115,7 +115,7 @@ def test_interrupted_run_resumes_to_identical_numbers(trio: Trio, tmp_path: Path
     with pytest.raises(Interrupted):
         RUNS[name](trio, checkpoint=ckpt)
     assert saved == [3 if name == "gradients" else 4]  # interrupted after that many examples
-    assert len(list(ckpt.folder.glob("*.pt"))) == 1
+    assert len(list(ckpt.folder.glob("*.safetensors"))) == 1
     resumed = RUNS[name](trio, checkpoint=ckpt)
     assert json.dumps(jsonable(resumed.to_dict())) == json.dumps(jsonable(reference.to_dict()))
     for field in ROWS[name]:
@@ -142,7 +142,7 @@ def test_cli_resume_after_interruption(tmp_path: Path, kill_after,
     kill_after(2)
     assert main([*args, "--out", str(tmp_path / "resumed")]) != 0  # the CLI reports the kill
     assert "Interrupted" in capsys.readouterr().err
-    ckpts = list((tmp_path / "resumed" / ".checkpoints").glob("*/*.pt"))
+    ckpts = list((tmp_path / "resumed" / ".checkpoints").glob("*/*.safetensors"))
     assert len(ckpts) == 1  # interrupted within the first dataset, after 8 of its examples
     assert main([*args, "--out", str(tmp_path / "resumed"), "--resume"]) == 0, (
         capsys.readouterr().err)

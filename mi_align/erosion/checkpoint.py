@@ -17,11 +17,12 @@ Example:
     >>> ckpt = Checkpoint(Path(tempfile.mkdtemp()), every=2)
     >>> rows = resumable_rows(ckpt, "x", 5, lambda a, b: {"x": torch.arange(a, b)}, 1)
     >>> rows["x"].tolist(), sorted(p.name for p in ckpt.folder.iterdir())
-    ([0, 1, 2, 3, 4], ['x.pt'])
+    ([0, 1, 2, 3, 4], ['x.safetensors'])
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 from torch import Tensor
 
 from mi_align.io import atomic_open
@@ -55,23 +58,30 @@ class Checkpoint:
             raise ValueError(f"checkpoint every must be >= 1 example, got {self.every}")
 
     def path(self, key: str) -> Path:
-        return self.folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + ".pt")
+        return self.folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + ".safetensors")
 
     def load(self, key: str, n: int) -> Rows | None:
         """The rows saved under ``key`` for a run over ``n`` examples, or None."""
         path = self.path(key)
         if not path.is_file():
             return None
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if int(data["n"]) != n:
-            raise ValueError(f"checkpoint {path} holds rows of {int(data['n'])} examples, this "
+        with safe_open(str(path), framework="pt") as fh:  # safetensors: no code in the file
+            meta = fh.metadata() or {}
+            saved_n = int(meta.get("n", -1))
+            # in the order saved (safetensors sorts names; the first entry counts the rows)
+            keys = json.loads(meta.get("keys", "[]")) or list(fh.keys())
+            rows = {k: fh.get_tensor(k) for k in keys}
+        if saved_n != n:
+            raise ValueError(f"checkpoint {path} holds rows of {saved_n} examples, this "
                              f"run has {n}; remove {self.folder} or run without resuming")
-        return dict(data["rows"])
+        return rows
 
     def save(self, key: str, n: int, rows: Rows) -> None:
         """Replace ``key``'s rows atomically."""
+        data = save({k: v.contiguous() for k, v in rows.items()},
+                    metadata={"n": str(n), "keys": json.dumps(list(rows))})
         with atomic_open(self.path(key), "wb") as fh:
-            torch.save({"n": n, "rows": rows}, fh)
+            fh.write(data)
 
 
 def chunk_size(checkpoint: Checkpoint | None, batch_size: int, n: int) -> int:
