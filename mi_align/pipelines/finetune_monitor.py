@@ -540,9 +540,10 @@ def stage_monitor(out: Path, report: Callable[[str], None], trio: str = "gemma-t
     t0 = time.perf_counter()
     # the monitor's own held-out insecure loss stands in for the recipe's 40-chat evaluation
     cfg = dataclasses.replace(recipe_config(trio, "misaligned", max_steps=steps), heldout=None)
-    mon = MonitorConfig(every=1, n_harmful=8, n_insecure=8, n_aligned=8, max_new_tokens=16)
+    # demo-sized: a smoke view of the monitor, not a measurement (analyses/preserve_alignment.py)
+    mon = MonitorConfig(every=1, n_harmful=6, n_insecure=4, n_aligned=4, max_new_tokens=8)
     run = monitored_finetune(cfg, out / "monitor_demo", trio, mon,
-                             ReferenceConfig(n_fit=20, anchor_data=()), resume=False,
+                             ReferenceConfig(n_fit=12, anchor_data=()), resume=False,
                              device=device, dtype=dtype, device_map=device_map, progress=False)
     numbers = json.loads((out / "monitor_demo" / "monitor.json").read_text(encoding="utf-8"))
     deep = deep_layers(run.fitted.reference, run.fitted.n_layers)
