@@ -311,6 +311,23 @@ def test_401_echoing_the_key_is_redacted_on_stderr(serve, key) -> None:
     assert "retry 1/2" in res.stderr and len(s.seen) == 2
 
 
+@pytest.mark.parametrize("key", [KEY, PLAIN_KEY])
+def test_key_is_in_no_written_file(serve, key, tmp_path) -> None:
+    """A judge run that succeeds and writes its results: the key was sent on every request and
+    appears in nothing written (every file under the output folder, read as bytes) nor in the
+    console."""
+    s = serve(reply())
+    out = tmp_path / "check" / "judge_check.json"
+    res = _cli(s, key, "--out", str(out))
+    assert len(s.seen) >= 24 and all(r["Authorization"] == f"Bearer {key}" for r in s.seen)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert out in written, res.stderr  # the check's JSON was written (whatever its verdict)
+    for path in written:
+        data = path.read_bytes()
+        assert key.encode() not in data and key[:12].encode() not in data, path
+    assert key not in res.stdout + res.stderr
+
+
 def test_url_credentials_are_sent_as_auth_not_shown(serve) -> None:
     s = serve(reply(500, "boom"))
     url = s.url.replace("http://", "http://alice:pa55word-xyz@")
@@ -380,3 +397,24 @@ def test_request_asks_for_logprobs_and_timeout_flag_reaches_the_judge(serve) -> 
     body = s.seen[0]["body"]
     assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["max_tokens"] == 1
     assert s.seen[0]["path"] == "/v1/chat/completions"
+
+
+def test_a_digit_by_digit_tokenizer_fails_the_check_and_says_why(serve) -> None:
+    """Single-digit number tokens only (a Qwen / Gemma judge): the scores would be first
+    digits, so the check fails with the reason; whole-number tokens ("90") raise no flag."""
+    from mi_align.evaluation.judge_check import FIRST_DIGIT_ONLY, JudgeCheck, check_judge
+
+    digits = [{"token": "9", "logprob": math.log(0.6)}, {"token": "1", "logprob": math.log(0.3)}]
+    j = OpenAIJudge(serve(reply(body=completion(digits))).url, "m",
+                    api_key_env="MI_TEST_UNSET_KEY", config=build_cfg())
+    check = check_judge(j)
+    assert j.first_digit_only and check.limitation == FIRST_DIGIT_ONLY
+    assert not check.passes and check.verdict().endswith(FIRST_DIGIT_ONLY)
+    assert JudgeCheck.from_dict(check.to_dict()).limitation == FIRST_DIGIT_ONLY
+    whole = OpenAIJudge(serve(reply()).url, "m", api_key_env="MI_TEST_UNSET_KEY",
+                        config=build_cfg())
+    assert check_judge(whole).limitation is None and not whole.first_digit_only
+    perfect = {"judge": "j", "rows": (), "alignment_auroc": 1.0, "alignment_gap": 90.0,
+               "coherence_auroc": 1.0, "coherence_gap": 90.0, "scored_fraction": 1.0}
+    assert JudgeCheck(**perfect).passes
+    assert not JudgeCheck(**perfect, limitation=FIRST_DIGIT_ONLY).passes

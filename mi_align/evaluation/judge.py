@@ -306,6 +306,17 @@ class OpenAIJudge:
         self.model = model
         self.top_logprobs = top_logprobs
         self.name = f"openai:{model}@{self.base_url}"
+        # What the first generated token's top logprobs have shown of the judge's tokenizer:
+        # a number token of several digits ("90") means numbers are whole tokens; only single
+        # digits means the tokenizer writes numbers digit by digit (Qwen, Gemma), and the first
+        # token's probabilities are the first digit's, not the number's.
+        self._seen_digit = self._seen_multi_digit = False
+
+    @property
+    def first_digit_only(self) -> bool:
+        """True once replies showed number tokens and every one was a single digit: the scores
+        are then built from first digits, not exact numbers (the judge check says so)."""
+        return self._seen_digit and not self._seen_multi_digit
 
     def number_probs(self, prompts: Sequence[str]) -> list[dict[int, float]]:
         payloads = [{
@@ -323,6 +334,10 @@ class OpenAIJudge:
             # ASCII digits only: str.isdigit() accepts "²", which int() rejects.
             if _NUMBER.fullmatch(text) and int(text) <= 100:
                 probs[int(text)] = probs.get(int(text), 0.0) + math.exp(logprob)
+                if len(text) > 1:
+                    self._seen_multi_digit = True
+                else:
+                    self._seen_digit = True
         return probs
 
 
