@@ -45,7 +45,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from mi_align.data.chat import Conversation, load_dataset
+from mi_align.data.chat import load_dataset
 from mi_align.erosion.activation_similarity import (
     ActivationSimilarity,
     ActivationSimilarityConfig,
@@ -56,7 +56,7 @@ from mi_align.erosion.causal import CausalConfig, direction_intervention
 from mi_align.erosion.causal_result import InterventionResult, plot_direction_intervention
 from mi_align.erosion.checkpoint import Checkpoint
 from mi_align.erosion.choices import Contrastive, LastToken, config_value
-from mi_align.erosion.common import Inputs
+from mi_align.erosion.common import Groups, Inputs
 from mi_align.erosion.gradient_geometry import (
     GradientConfig,
     GradientGeometry,
@@ -107,8 +107,6 @@ from mi_align.evaluation.probe import ProbeConfig, ProbeResult, plot_probe
 from mi_align.models.trio import Trio
 from mi_align.pipelines.probe import probe_trio
 from mi_align.plotting import save_figure, save_json
-
-Data = list[tuple[str, list[Conversation]]]
 
 
 @dataclass(frozen=True)
@@ -248,7 +246,7 @@ def parse_overrides(config_cls: type, overrides: Mapping[str, str]) -> Any:
         raise InputError(what, str(exc), "fix the value") from None
 
 
-def load_groups(names: Sequence[str], limit: int | None) -> Data:
+def load_groups(names: Sequence[str], limit: int | None) -> Groups:
     """Datasets by built-in name or path, each cut to its first ``limit`` (>= 1) conversations."""
     if limit is not None and (isinstance(limit, bool) or limit < 1):
         raise InputError("--limit", f"must be >= 1, got {limit}", "omit it to use every example")
@@ -270,11 +268,11 @@ class Plan:
 
     analysis: Analysis
     config: Any
-    groups: Data
+    groups: Groups
     steps: tuple[Step, ...] = field(default=())
 
 
-def _inputs(analysis: Analysis, config: Any, groups: Data) -> Inputs:
+def _inputs(analysis: Analysis, config: Any, groups: Groups) -> Inputs:
     extras = {e.role: e.load(config, groups) for e in analysis.inputs.extras}
     return Inputs.of(*groups, **{r: d for r, d in extras.items() if d is not None})
 
