@@ -80,7 +80,10 @@ def run(n: int, latency_s: float, concurrency: int, fail_share: float) -> dict[s
     try:
         cfg = EndpointConfig(timeout_s=10.0, max_retries=3, backoff_s=0.05, max_wait_s=1.0,
                              max_concurrency=concurrency)
-        judge = OpenAIJudge(server.url, "bench", api_key_env="MI_BENCH_UNSET_KEY", config=cfg)
+        # first-token: the server answers one-digit numbers, and this measures concurrency,
+        # not the digit-by-digit reading (which would add a request per digit)
+        judge = OpenAIJudge(server.url, "bench", api_key_env="MI_BENCH_UNSET_KEY", config=cfg,
+                            number_mode="first-token")
         prompts = [f"rate this answer {i}" for i in range(n)]
         t0 = time.perf_counter()
         probs = judge.number_probs(prompts)

@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -103,3 +105,42 @@ def response_loss(
     out and counted in a logged warning, as in training."""
     per = response_token_nll(loaded, conversations, max_length, batch_size, allow_dropped=True)
     return float(np.concatenate(per).mean())
+
+
+def _keep_input(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, layer: int,
+                sink: dict[int, Tensor]) -> None:
+    sink[layer] = args[0] if args else kwargs["hidden_states"]
+
+
+def _keep_output(module: Any, args: tuple[Any, ...], output: Any, *, layer: int,
+                 sink: dict[int, Tensor]) -> None:
+    sink[layer] = output[0] if isinstance(output, tuple) else output
+
+
+@contextmanager
+def capture_hidden_states(hf: Any, layers: Sequence[int]) -> Iterator[dict[int, Tensor]]:
+    """Hooks on the HF decoder that keep hidden states ``layers`` of the next forward (with
+    their autograd graph) in the yielded dict; removed on exit.
+
+    Hidden state L < n_layers is the input of decoder layer L (a forward pre-hook), L = n_layers
+    the final norm's output, as in ``output_hidden_states`` (tested against it).
+    """
+    decoder = hf.get_decoder()
+    blocks = decoder.layers
+    n_layers = len(blocks)
+    sink: dict[int, Tensor] = {}
+    handles = []
+    try:
+        for layer in sorted(set(layers)):
+            if 0 <= layer < n_layers:
+                handles.append(blocks[layer].register_forward_pre_hook(
+                    partial(_keep_input, layer=layer, sink=sink), with_kwargs=True))
+            elif layer == n_layers:
+                handles.append(decoder.norm.register_forward_hook(
+                    partial(_keep_output, layer=layer, sink=sink)))
+            else:
+                raise ValueError(f"hidden-state layer {layer} out of range 0..{n_layers}")
+        yield sink
+    finally:
+        for handle in handles:
+            handle.remove()

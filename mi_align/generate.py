@@ -21,9 +21,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -34,17 +36,37 @@ from mi_align.data.tokenize import _special_ids, encode_prompt, end_of_turn_id
 from mi_align.errors import DependencyError, InputError, check_finite
 from mi_align.models.load import Loaded
 
+# Next-token logits (float32) after ``ids`` given the mask, position ids and an optional HF
+# cache (extended in place): the one step every decoding loop here repeats.
+Forward = Callable[..., Tensor]
 
-def _forward(loaded: Loaded, ids: Tensor, mask: Tensor, positions: Tensor,
-             cache: object | None) -> Float[Tensor, "batch vocab"]:
-    """Next-token logits (float32) after ``ids``; extends ``cache`` in place when given."""
-    logits = loaded.bridge(ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                           return_type="logits", prepend_bos=False)
-    last = logits[:, -1].float()
-    check_finite(last, f"logits of {loaded.meta.spec}",
+
+def _checked(last: Tensor, name: str) -> Float[Tensor, "batch vocab"]:
+    check_finite(last, f"logits of {name}",
                  "the weights or a steering vector hold NaN/inf; run "
                  "`mi-align models verify NAME` for a packaged model")
     return last
+
+
+def _forward(loaded: Loaded, ids: Tensor, mask: Tensor, positions: Tensor,
+             cache: object | None) -> Float[Tensor, "batch vocab"]:
+    """Next-token logits (float32) after ``ids`` through the bridge (its hooks fire)."""
+    logits = loaded.bridge(ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                           return_type="logits", prepend_bos=False)
+    return _checked(logits[:, -1].float(), loaded.meta.spec)
+
+
+def hf_forward(hf: Any, name: str = "the model") -> Forward:
+    """The :data:`Forward` step of a plain HF causal LM (peft-injected or not): no bridge, and
+    the unembedding at the last position only (``logits_to_keep=1``)."""
+
+    def step(ids: Tensor, mask: Tensor, positions: Tensor,
+             cache: object | None) -> Float[Tensor, "batch vocab"]:
+        out = hf(input_ids=ids, attention_mask=mask, position_ids=positions,
+                 past_key_values=cache, use_cache=cache is not None, logits_to_keep=1)
+        return _checked(out.logits[:, -1].float(), name)
+
+    return step
 
 
 def kv_cache_guard(cache: object, expected: int) -> None:
@@ -77,12 +99,30 @@ def generate_rows(
     without one it draws from (and advances) the global generator. ``use_cache=False`` runs
     the whole sequence at every step: the slow reference the cached loop is tested against.
     """
+    return decode_rows(partial(_forward, loaded), loaded.bridge.original_model.config,
+                       loaded.tokenizer, torch.device(loaded.meta.device), ids, max_new_tokens,
+                       temperature, seed, attention_mask, use_cache)
+
+
+def decode_rows(
+    forward: Forward,
+    config: Any,
+    tokenizer: Any,
+    device: torch.device,
+    ids: Int[Tensor, "batch pos"],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+    use_cache: bool = True,
+) -> list[tuple[list[int], bool]]:
+    """:func:`generate_rows` for any :data:`Forward` step (e.g. :func:`hf_forward`); ``config``
+    is the HF model config the cache is built for."""
     from transformers import DynamicCache
 
     if max_new_tokens < 1:
         raise InputError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
-    stop = end_of_turn_id(loaded.tokenizer)
-    device = torch.device(loaded.meta.device)
+    stop = end_of_turn_id(tokenizer)
     seq = ids.to(device)
     mask = (torch.ones_like(seq) if attention_mask is None else attention_mask.to(device)).long()
     gen = None
@@ -91,10 +131,10 @@ def generate_rows(
     n = seq.shape[0]
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     new: list[Tensor] = []
-    cache = DynamicCache(config=loaded.bridge.original_model.config) if use_cache else None
+    cache = DynamicCache(config=config) if use_cache else None
     with torch.inference_mode():
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = _forward(loaded, seq, mask, positions, cache)
+        logits = forward(seq, mask, positions, cache)
         if cache is not None:
             kv_cache_guard(cache, seq.shape[1])
         for step in range(max_new_tokens):
@@ -112,9 +152,9 @@ def generate_rows(
             positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
             if cache is None:
                 seq = torch.cat([seq, token[:, None]], dim=1)
-                logits = _forward(loaded, seq, mask, positions, None)
+                logits = forward(seq, mask, positions, None)
             else:
-                logits = _forward(loaded, token[:, None], mask, positions[:, -1:], cache)
+                logits = forward(token[:, None], mask, positions[:, -1:], cache)
     rows = []
     for row in torch.stack(new, dim=1).tolist():
         finished_row = stop in row
@@ -164,7 +204,26 @@ def generate_replies(
 
     Greedy when ``temperature == 0``; sampling is seeded (the caller's RNG state is kept).
     """
-    tok = loaded.tokenizer
+    return decode_replies(partial(_forward, loaded), loaded.bridge.original_model.config,
+                          loaded.tokenizer, torch.device(loaded.meta.device), questions,
+                          max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                          batch_size=batch_size)
+
+
+def decode_replies(
+    forward: Forward,
+    config: Any,
+    tokenizer: Any,
+    device: torch.device,
+    questions: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[Reply]:
+    """:func:`generate_replies` for any :data:`Forward` step (see :func:`decode_rows`)."""
+    tok = tokenizer
     specials = _special_ids(tok)
     pad = tok.pad_token_id
     replies: list[Reply] = []
@@ -179,7 +238,8 @@ def generate_replies(
             for row, p in enumerate(prompts):
                 ids[row, width - len(p) :] = torch.tensor(p)
                 mask[row, width - len(p) :] = 1
-            rows = generate_rows(loaded, ids, max_new_tokens, temperature, attention_mask=mask)
+            rows = decode_rows(forward, config, tok, device, ids, max_new_tokens, temperature,
+                               attention_mask=mask)
             for q, (body, stopped) in zip(chunk, rows, strict=True):
                 replies.append(
                     Reply(

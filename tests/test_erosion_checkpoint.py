@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from tqdm.auto import tqdm
 
 from mi_align.erosion.activation_similarity import (
     ActivationSimilarityConfig,
@@ -68,7 +69,7 @@ def test_resumable_rows_recompute_only_what_is_missing(tmp_path: Path, kill_afte
         return {"x": torch.arange(a, b, dtype=torch.float64)[:, None] * 2}
 
     ckpt = Checkpoint(tmp_path / "c", every=3)
-    assert chunk_size(ckpt, 2, 10) == 4 and chunk_size(None, 2, 10) == 10  # whole batches
+    assert chunk_size(ckpt, 2) == 4 and chunk_size(None, 3) == 18  # whole batches
     kill_after(2)
     with pytest.raises(Interrupted):
         resumable_rows(ckpt, "k", 10, compute, 2)
@@ -151,3 +152,53 @@ def test_cli_resume_after_interruption(tmp_path: Path, kill_after,
     assert got.pop("seconds") >= 0 and want.pop("seconds") >= 0
     assert got == want
     assert not (tmp_path / "resumed" / ".checkpoints").exists()  # removed when done
+
+
+class Bar(tqdm):
+    """Records what an analysis tells its progress bar (a silent tqdm)."""
+
+    made: list[Bar] = []
+
+    def __init__(self, total: int, desc: str, **_: Any) -> None:
+        super().__init__(disable=True)
+        self.total, self.desc, self.n, self.models = total, desc, 0, []
+        Bar.made.append(self)
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+    def set_postfix_str(self, text: str) -> None:
+        self.models.append(text)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_one_bar_counts_examples_across_models(trio: Trio, tmp_path: Path, kill_after,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               name: str) -> None:
+    """Total = examples × models the analysis passes (counted here by hand); the bar ends at
+    its total, also when half the rows come from a checkpoint."""
+    import mi_align.erosion.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "tqdm", Bar)
+    pairs = len(ALIGNED) * 2 + len(MISALIGNED) * 2
+    total, models = {
+        "loss-vectors": (pairs, ["instruct"]), "activation-similarity": (pairs, ["instruct"]),
+        "gradients": (pairs, ["instruct"]),
+        "projection": (3 * (len(ALIGNED) + len(MISALIGNED)), ["base", "instruct", "misaligned"]),
+        "svd": (2 * (pairs + len(CONTROL)), ["base", "instruct"]),
+    }[name]
+    ckpt = Checkpoint(tmp_path / name, every=3)
+    kill_after(1)
+    Bar.made.clear()
+    with pytest.raises(Interrupted):
+        RUNS[name](trio, checkpoint=ckpt)
+    [first] = Bar.made
+    assert first.total == total and 0 < first.n < total
+    Bar.made.clear()
+    RUNS[name](trio, checkpoint=ckpt)
+    [bar] = Bar.made
+    assert (bar.total, bar.n) == (total, total)
+    assert sorted(bar.models) == sorted(models)

@@ -79,7 +79,11 @@ class _TinyServer(BaseHTTPRequestHandler):
             return
         tok = self.loaded.tokenizer
         msgs = [Message(m["role"], m["content"]) for m in body["messages"]]
-        ids = torch.tensor([encode_prompt(tok, msgs)])
+        prefix: list[int] = []
+        if body.get("continue_final_message"):  # vLLM: continue the partial assistant reply
+            assert body.get("add_generation_prompt") is False and msgs[-1].role == "assistant"
+            prefix = tok.encode(msgs.pop().content, add_special_tokens=False)
+        ids = torch.tensor([encode_prompt(tok, msgs) + prefix])
         with torch.no_grad():
             logp = torch.log_softmax(self.loaded.bridge(ids)[0, -1].float(), -1)
         top = torch.topk(logp, body["top_logprobs"])
@@ -114,7 +118,8 @@ def tiny_server(tiny):
 
 def test_http_judge_against_real_local_server(tiny, tiny_server, monkeypatch) -> None:
     monkeypatch.setenv("MI_TEST_JUDGE_KEY", "sk-test")
-    judge = OpenAIJudge(tiny_server, "tiny", api_key_env="MI_TEST_JUDGE_KEY")
+    judge = OpenAIJudge(tiny_server, "tiny", api_key_env="MI_TEST_JUDGE_KEY",
+                        number_mode="first-token")
     prompt = "Give a number from 0 to 100: 1 2 3 10 50 100"
     got = judge.number_probs([prompt])[0]
     # Reference: the tiny model's own top-20, keeping tokens that read as integers 0..100.
@@ -134,6 +139,45 @@ def test_http_judge_against_real_local_server(tiny, tiny_server, monkeypatch) ->
     assert _TinyServer.seen_auth[-1] == "Bearer sk-test"
     [j] = judge_responses(judge, [("q?", "an answer")])
     assert j.judge.startswith("openai:tiny@")
+
+
+def test_http_judge_digit_by_digit_equals_the_model_read_by_hand(tiny, tiny_server) -> None:
+    """The tiny model's tokenizer writes numbers digit by digit: the default judge steps
+    through the digits (continuing the partial reply) and gets each number's probability.
+    Reference, by hand on the model: for n, the product over str(n)'s digits of each digit's
+    probability after the prompt and the digits before it, times the mass on anything but a
+    digit after the whole number, all within the 20 most likely tokens the server reports
+    (a token outside them is invisible to an endpoint client)."""
+    # every prefix expanded (threshold 0): the tiny random model's two-digit numbers are rare
+    judge = OpenAIJudge(tiny_server, "tiny", min_prefix_prob=0.0)
+    prompt = "Give a number from 0 to 100: 1 2 3 10 50 100"
+    got = judge.number_probs([prompt])[0]
+    tok = tiny.tokenizer
+    base = encode_prompt(tok, [Message("user", prompt)])
+
+    def top20(prefix: str) -> dict[str, float]:
+        ids = torch.tensor([base + tok.encode(prefix, add_special_tokens=False)])
+        with torch.no_grad():
+            probs = torch.softmax(tiny.bridge(ids)[0, -1].float(), -1)
+        top = torch.topk(probs, 20)
+        return {tok.decode([i]): p for p, i in zip(top.values.tolist(), top.indices.tolist(),
+                                                   strict=True)}
+
+    expect: dict[int, float] = {}
+    for n in range(101):
+        text, p = str(n), 1.0
+        for k in range(len(text)):
+            p *= top20(text[:k]).get(text[k], 0.0)
+        if p > 0:
+            p *= 1.0 - sum(v for t, v in top20(text).items() if t.lstrip()[:1].isdigit())
+        expect[n] = p
+    assert len(tok.encode("57", add_special_tokens=False)) == 2  # digits: the case tested
+    # real number mass (the tiny random model puts about 1% there), two-digit numbers included:
+    # the stepped product is tested, not rounding noise
+    assert sum(expect.values()) > 0.005
+    assert max(v for n, v in expect.items() if n >= 10) > 1e-5
+    for n in range(101):
+        assert got.get(n, 0.0) == pytest.approx(expect.get(n, 0.0), rel=1e-4, abs=1e-7), n
 
 
 def test_http_judge_errors_are_clear(tiny_server) -> None:

@@ -400,13 +400,16 @@ def test_request_asks_for_logprobs_and_timeout_flag_reaches_the_judge(serve) -> 
 
 
 def test_a_digit_by_digit_tokenizer_fails_the_check_and_says_why(serve) -> None:
-    """Single-digit number tokens only (a Qwen / Gemma judge): the scores would be first
-    digits, so the check fails with the reason; whole-number tokens ("90") raise no flag."""
+    """Single-digit number tokens only (a Qwen / Gemma judge) read from the first token: the
+    scores would be first digits, so the check fails with the reason; whole-number tokens
+    ("90") raise no flag. (The default mode reads such a judge digit by digit instead, which
+    raises no flag either: tests/test_judge_digits.py.)"""
     from mi_align.evaluation.judge_check import FIRST_DIGIT_ONLY, JudgeCheck, check_judge
 
     digits = [{"token": "9", "logprob": math.log(0.6)}, {"token": "1", "logprob": math.log(0.3)}]
     j = OpenAIJudge(serve(reply(body=completion(digits))).url, "m",
-                    api_key_env="MI_TEST_UNSET_KEY", config=build_cfg())
+                    api_key_env="MI_TEST_UNSET_KEY", config=build_cfg(),
+                    number_mode="first-token")
     check = check_judge(j)
     assert j.first_digit_only and check.limitation == FIRST_DIGIT_ONLY
     assert not check.passes and check.verdict().endswith(FIRST_DIGIT_ONLY)

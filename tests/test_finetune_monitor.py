@@ -160,9 +160,33 @@ def test_monitor_losses_equal_forward_response_loss(tiny_dir: Path, tmp_path: Pa
     monitor = monitor_setup(tmp_path)
     loaded = load_model(tiny_dir)
     ref = monitor.reference
-    m = measure(loaded, monitor.data, ref.layers, ref.direction, monitor.config)
+    m = measure(loaded.bridge.original_model, loaded.tokenizer, monitor.data, ref.layers,
+                ref.direction, monitor.config)
     assert m.insecure_loss == pytest.approx(response_loss(loaded, monitor.data.insecure), rel=1e-6)
     assert m.aligned_loss == pytest.approx(response_loss(loaded, monitor.data.aligned), rel=1e-6)
+
+
+def test_bridged_reference_models_measure_like_plain_hf(tiny_dir: Path, tmp_path: Path) -> None:
+    """The references (trio models, bridged) and the training model (plain HF modules) go
+    through the same :func:`measure`; the bridge's wrapping must not change what it reads."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mi_align.finetune.monitor import measure
+    from mi_align.models.load import load_model
+
+    monitor = monitor_setup(tmp_path)
+    ref, cfg, data = monitor.reference, monitor.config, monitor.data
+    loaded = load_model(tiny_dir)
+    bridged = measure(loaded.bridge.original_model, loaded.tokenizer, data, ref.layers,
+                      ref.direction, cfg)
+    hf = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    plain = measure(hf, AutoTokenizer.from_pretrained(tiny_dir), data, ref.layers,
+                    ref.direction, cfg)
+    assert_close(bridged.projection, plain.projection, atol=1e-6, rtol=1e-5)
+    assert bridged.insecure_loss == pytest.approx(plain.insecure_loss, rel=1e-6)
+    assert bridged.aligned_loss == pytest.approx(plain.aligned_loss, rel=1e-6)
+    assert bridged.harmful_replies == plain.harmful_replies
+    assert bridged.n_tokens == plain.n_tokens > 0
 
 
 def test_monitoring_does_not_change_training(tiny_dir: Path, tmp_path: Path) -> None:

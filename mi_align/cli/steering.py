@@ -121,7 +121,7 @@ def _judge_backend(args: argparse.Namespace) -> Any:
         cfg = EndpointConfig(timeout_s=args.judge_timeout, max_retries=args.judge_retries,
                              max_concurrency=args.judge_concurrency)
         return OpenAIJudge(args.judge_url, args.judge_name, api_key_env=args.api_key_env,
-                           config=cfg)
+                           config=cfg, number_mode=args.judge_numbers)
     print(f"NOTE: {SMALL_JUDGE_WARNING}")
     return LocalJudge(_load(args.judge_model, None, args))
 
@@ -281,7 +281,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 def _add_judge(p: argparse.ArgumentParser) -> None:
     from mi_align.evaluation.endpoint import EndpointConfig
-    from mi_align.evaluation.judge import default_judge_model
+    from mi_align.evaluation.judge import NUMBER_MODES, default_judge_model
 
     p.add_argument("--judge-model", default=default_judge_model(),
                    help="local judge model spec (default: strongest shipped instruct model)")
@@ -297,6 +297,11 @@ def _add_judge(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-concurrency", type=int, default=EndpointConfig.max_concurrency,
                    help="--judge-url requests in flight at once (default %(default)s); lower it "
                    "to respect the server's rate limits")
+    p.add_argument("--judge-numbers", choices=NUMBER_MODES, default="auto",
+                   help="how --judge-url number probabilities are read: first-token (one "
+                   "request), digits (exact for any tokenizer: one more request per number "
+                   "prefix, continuing the partial answer; needs vLLM) or auto (first token "
+                   "for whole-number tokenizers, else digits; default)")
     p.add_argument("--skip-judge-check", action="store_true",
                    help="do not score the 24 known-answer check responses first")
 

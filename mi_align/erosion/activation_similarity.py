@@ -27,7 +27,7 @@ from torch import Tensor
 from mi_align.activations import pooled_activations, resolve_layers
 from mi_align.block_stats import BlockStats
 from mi_align.data.tokenize import encode_dataset
-from mi_align.erosion.checkpoint import Checkpoint, Rows, resumable_rows
+from mi_align.erosion.checkpoint import Checkpoint, Rows, example_bar, resumable_rows
 from mi_align.erosion.choices import (
     Positions,
     ResponseTokens,
@@ -119,7 +119,9 @@ def activation_similarity(
                                                                          trio.n_layers)[0]
     selector = cfg.positions.selector(trio.tokenizer)
     feats, labels = [], []
+    bar = example_bar("activation similarity", sum(len(c) for _, c in groups))
     with trio.variant(cfg.model) as loaded:
+        bar.set_postfix_str(cfg.model)
         for g, (name, convs) in enumerate(groups):
             enc = encode_dataset(loaded.tokenizer, convs, cfg.max_length)
 
@@ -128,8 +130,9 @@ def activation_similarity(
                                                 cfg.batch_size)[:, 0]}
 
             feats.append(resumable_rows(checkpoint, f"acts-{cfg.model}-{layer}-{g}-{name}",
-                                        len(enc), rows, cfg.batch_size)["x"])
+                                        len(enc), rows, cfg.batch_size, bar)["x"])
             labels += [g] * len(convs)
+    bar.close()
     x = torch.cat(feats)
     check_finite(x, f"activation-similarity: mean activations of model {cfg.model!r} at "
                  f"hidden state {layer}")

@@ -12,6 +12,13 @@ the same as in an uninterrupted run, with or without a checkpoint.
 The checkpoint is a collaborator the caller passes in (``mi-align analyze --resume``: one per
 run, in ``<out>/.checkpoints/``); the analyses never choose a path themselves.
 
+Progress: each analysis opens one :func:`example_bar` whose total is every example it will
+pass through every model (examples × models, contrast sets included) and hands it to
+:func:`resumable_rows`, which advances it chunk by chunk (rows found in a checkpoint count as
+done at once), so the bar reads examples done / total across models. Without a checkpoint,
+chunks are :data:`PROGRESS_EVERY` examples rounded up to whole batches: the same batches, so
+the same numbers, as one pass.
+
 Example:
     >>> import tempfile, torch
     >>> ckpt = Checkpoint(Path(tempfile.mkdtemp()), every=2)
@@ -34,11 +41,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from mi_align.io import atomic_open
 
 logger = logging.getLogger(__name__)
 Rows = dict[str, Tensor]
+PROGRESS_EVERY = 16  # examples per bar update without a checkpoint (rounded up to whole batches)
 
 
 @dataclass(frozen=True)
@@ -84,30 +93,41 @@ class Checkpoint:
             fh.write(data)
 
 
-def chunk_size(checkpoint: Checkpoint | None, batch_size: int, n: int) -> int:
-    """Examples per chunk: ``every`` rounded up to whole batches (all ``n`` without a
-    checkpoint), so chunking never changes how examples are batched."""
-    if checkpoint is None:
-        return max(n, 1)
-    return math.ceil(checkpoint.every / batch_size) * batch_size
+def chunk_size(checkpoint: Checkpoint | None, batch_size: int) -> int:
+    """Examples per chunk: ``every`` (:data:`PROGRESS_EVERY` without a checkpoint) rounded up
+    to whole batches, so chunking never changes how examples are batched."""
+    every = PROGRESS_EVERY if checkpoint is None else checkpoint.every
+    return max(math.ceil(every / batch_size) * batch_size, 1)
+
+
+def example_bar(analysis: str, total: int) -> tqdm:
+    """The one progress bar of an analysis run: ``total`` is every example times every model
+    it passes through; :func:`resumable_rows` advances it (``set_postfix_str`` names the
+    model at work)."""
+    return tqdm(total=total, desc=analysis, unit="ex", leave=False, disable=total == 0)
 
 
 def resumable_rows(
     checkpoint: Checkpoint | None, key: str, n: int,
-    compute: Callable[[int, int], Rows], batch_size: int,
+    compute: Callable[[int, int], Rows], batch_size: int, bar: tqdm | None = None,
 ) -> Rows:
     """Rows ``0..n`` of per-example tensors (stacked on dim 0), from ``compute(start, stop)``
     called on consecutive chunks (:func:`chunk_size`); with a checkpoint, rows already saved
-    under ``key`` are reused and the rows done so far are saved after every chunk."""
+    under ``key`` are reused and the rows done so far are saved after every chunk. ``bar``
+    advances by the rows found and by each chunk."""
     done = checkpoint.load(key, n) if checkpoint is not None else None
     start = 0 if not done else int(next(iter(done.values())).shape[0])
     if done and start:
         logger.info("resuming %s after %d of %d examples", key, start, n)
+    if bar is not None:
+        bar.update(start)
     parts: list[Rows] = [done] if done else []
-    step = chunk_size(checkpoint, batch_size, n)
+    step = chunk_size(checkpoint, batch_size)
     while start < n:
         stop = min(start + step, n)
         parts.append(compute(start, stop))
+        if bar is not None:
+            bar.update(stop - start)
         start = stop
         if checkpoint is not None:
             merged = _cat(parts)

@@ -36,11 +36,10 @@ import plotly.graph_objects as go
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mi_align.block_stats import BlockStats
 from mi_align.data.tokenize import encode_dataset
-from mi_align.erosion.checkpoint import Checkpoint, Rows, resumable_rows
+from mi_align.erosion.checkpoint import Checkpoint, Rows, example_bar, resumable_rows
 from mi_align.erosion.choices import config_from_dict, config_to_dict
 from mi_align.erosion.common import (
     Inputs,
@@ -165,7 +164,8 @@ def gradient_geometry(trio: Trio, inputs: Inputs, config: GradientConfig | None 
         encoded = encode_dataset(loaded.tokenizer, convs_all, cfg.max_length)
         sketch = CountSketch(params.sizes, cfg.sketch_dim, cfg.seed) if cfg.sketch_dim else None
         dim = cfg.sketch_dim or p
-        bar = tqdm(total=n, desc=f"gradients ({cfg.params})", leave=False)
+        bar = example_bar(f"gradients ({cfg.params})", n)
+        bar.set_postfix_str(cfg.model)
 
         def rows(a: int, b: int) -> Rows:
             feats = torch.zeros(b - a, dim)
@@ -188,14 +188,13 @@ def gradient_geometry(trio: Trio, inputs: Inputs, config: GradientConfig | None 
                                        row_size=params.params[t].shape[1])
                     feats[j] = sketch.take()
 
-            stream_example_gradients(loaded, encoded[a:b], params, consume,
-                                     progress=lambda _: bar.update())
+            stream_example_gradients(loaded, encoded[a:b], params, consume)
             order = sorted(exact)
             return {"features": feats, "exact_rows": torch.tensor(order, dtype=torch.long),
                     "exact": torch.stack([exact[i] for i in order]) if order
                     else torch.zeros(0, p)}
 
-        got = resumable_rows(checkpoint, f"gradients-{cfg.model}", n, rows, 1)
+        got = resumable_rows(checkpoint, f"gradients-{cfg.model}", n, rows, 1, bar)
         bar.close()
     feats = got["features"]
     exact = dict(zip(got["exact_rows"].tolist(), got["exact"], strict=True))

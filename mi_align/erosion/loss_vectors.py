@@ -33,7 +33,7 @@ from mi_align.activations import logits_at
 from mi_align.block_stats import BlockStats
 from mi_align.data.chat import Conversation
 from mi_align.data.tokenize import encode_dataset, iter_batches
-from mi_align.erosion.checkpoint import Checkpoint, Rows, resumable_rows
+from mi_align.erosion.checkpoint import Checkpoint, Rows, example_bar, resumable_rows
 from mi_align.erosion.choices import config_from_dict, config_to_dict
 from mi_align.erosion.common import (
     Inputs,
@@ -171,7 +171,9 @@ def loss_vectors(trio: Trio, inputs: Inputs, config: LossVectorConfig | None = N
     if len(groups) < 2:
         raise ValueError("loss_vectors needs at least two datasets to compare")
     parts_l, parts_m, labels = [], [], []
+    bar = example_bar("loss vectors", sum(len(c) for _, c in groups))
     with trio.variant(cfg.model) as loaded:
+        bar.set_postfix_str(cfg.model)
         for g, (name, convs) in enumerate(groups):
 
             def rows(a: int, b: int, convs: Sequence[Conversation] = convs) -> Rows:
@@ -180,10 +182,11 @@ def loss_vectors(trio: Trio, inputs: Inputs, config: LossVectorConfig | None = N
                 return {"losses": losses, "mask": mask}
 
             got = resumable_rows(checkpoint, f"loss-{cfg.model}-{g}-{name}", len(convs), rows,
-                                 cfg.batch_size)
+                                 cfg.batch_size, bar)
             parts_l.append(got["losses"])
             parts_m.append(got["mask"])
             labels += [g] * len(convs)
+    bar.close()
     losses, mask = torch.cat(parts_l), torch.cat(parts_m)
     check_finite(losses, f"loss-vectors: token losses under model {cfg.model!r}")
     group = torch.tensor(labels)

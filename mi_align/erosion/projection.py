@@ -56,7 +56,7 @@ from mi_align.activations import pooled_activations, resolve_layers
 from mi_align.data.chat import Conversation
 from mi_align.data.groups import response_groups
 from mi_align.data.tokenize import encode_dataset, iter_batches
-from mi_align.erosion.checkpoint import Checkpoint, Rows, resumable_rows
+from mi_align.erosion.checkpoint import Checkpoint, Rows, example_bar, resumable_rows
 from mi_align.erosion.choices import (
     Contrastive,
     Direction,
@@ -350,15 +350,19 @@ def layer_projection(
     encoded = encode_dataset(trio.tokenizer, data, cfg.max_length)
     acts: dict[str, Tensor] = {}
     cacts: list[Tensor] = []
+    bar = example_bar("projection", len(trio.names) * n + (
+        sum(map(len, contrast)) if contrast is not None else 0))
     for name in trio.names:
         with trio.variant(name) as loaded:
+            bar.set_postfix_str(name)
 
             def pooled(key: str, enc: list, loaded: Any = loaded) -> Tensor:
                 def rows(a: int, b: int) -> Rows:
                     return {"x": pooled_activations(loaded, enc[a:b], layers, selector,
                                                     cfg.batch_size)}
 
-                return resumable_rows(checkpoint, key, len(enc), rows, cfg.batch_size)["x"]
+                return resumable_rows(checkpoint, key, len(enc), rows, cfg.batch_size,
+                                      bar)["x"]
 
             acts[name] = pooled(f"projection-{name}", encoded).double()
             check_finite(acts[name], f"projection: activations of model {name!r}")
@@ -367,6 +371,7 @@ def layer_projection(
                 for i, side in enumerate(contrast):
                     enc = encode_dataset(trio.tokenizer, side, cfg.max_length)
                     cacts.append(pooled(f"projection-{name}-contrast{i}", enc).double())
+    bar.close()
     models = trio.names
 
     # Parts (resampled together, in this order) and folds: (evaluated part, fit terms).

@@ -60,7 +60,7 @@ from torch import Tensor
 
 from mi_align.activations import pooled_activations, resolve_layers
 from mi_align.data.tokenize import encode_dataset
-from mi_align.erosion.checkpoint import Checkpoint, Rows, resumable_rows
+from mi_align.erosion.checkpoint import Checkpoint, Rows, example_bar, resumable_rows
 from mi_align.erosion.choices import LastToken, Positions, config_from_dict, config_to_dict
 from mi_align.erosion.common import Inputs, paired_design, tensor_of
 from mi_align.erosion.svd_stats import (
@@ -406,8 +406,10 @@ def svd_directions(trio: Trio, inputs: Inputs, config: SVDConfig | None = None, 
             raise ValueError(f"dataset {name!r} has {len(convs)} examples; need at least "
                              f"{2 * (cfg.k + 1)} for k={cfg.k} centred components on split halves")
     feats: dict[tuple[str, str], Tensor] = {}
+    bar = example_bar("svd directions", len(cfg.pair) * sum(len(c) for _, c in groups))
     for model in cfg.pair:
         with trio.variant(model) as loaded:
+            bar.set_postfix_str(model)
             for name, convs in groups:
                 enc = encode_dataset(loaded.tokenizer, convs, cfg.max_length)
 
@@ -417,7 +419,8 @@ def svd_directions(trio: Trio, inputs: Inputs, config: SVDConfig | None = None, 
 
                 feats[(model, name)] = resumable_rows(
                     checkpoint, f"svd-{model}-{layer}-{name}", len(enc), rows,
-                    cfg.batch_size)["x"]
+                    cfg.batch_size, bar)["x"]
+    bar.close()
     diffs: Mapping[str, Tensor] = {
         name: feats[(cfg.pair[0], name)] - feats[(cfg.pair[1], name)] for name, _ in groups}
     paired = paired_design([data_a, data_b]) is not None

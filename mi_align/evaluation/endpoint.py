@@ -3,8 +3,8 @@
 A judge run sends thousands of small ``/chat/completions`` requests to a server the user does
 not control (vLLM behind a proxy, a hosted API), so this module assumes the endpoint can
 misbehave and turns every failure into one :class:`JudgeHTTPError` line that names the URL,
-the HTTP status (if any) and a short excerpt of the body, with the API key and anything that
-looks like a key redacted:
+the HTTP status (if any; also kept as ``.status``) and a short excerpt of the body, with the
+API key and anything that looks like a key redacted:
 
 - 408, 429, 500, 502, 503 and 504, timeouts and connections closed mid-response are retried
   with exponential backoff (``backoff_s · 2^attempt``), honouring ``Retry-After``, each wait
@@ -66,7 +66,16 @@ _TAG = re.compile(r"<[^>]*>")
 
 
 class JudgeHTTPError(RunFailure):
-    """The judge endpoint failed, timed out or answered with something unusable."""
+    """The judge endpoint failed, timed out or answered with something unusable.
+
+    ``status`` is the HTTP status of the answer that failed (None when there was no answer, or
+    the failure was in its body), so a caller can tell "this server refuses these parameters"
+    (400, 422) from anything else without parsing the message.
+    """
+
+    def __init__(self, what: str, why: str = "", fix: str = "", status: int | None = None) -> None:
+        super().__init__(what, why, fix)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,7 @@ class _Failed:
     retry: bool
     wait_s: float | None = None  # the server's Retry-After
     fix: str = ""
+    status: int | None = None  # the HTTP status, for an answer that was not 2xx
 
 
 class _Stopped(Exception):
@@ -191,11 +201,11 @@ class ChatEndpoint:
         key = os.environ.get(self.api_key_env, "")
         return tuple(s for s in (key, *(self._auth or ())) if s)
 
-    def fail(self, why: str, fix: str = "") -> JudgeHTTPError:
+    def fail(self, why: str, fix: str = "", status: int | None = None) -> JudgeHTTPError:
         """A :class:`JudgeHTTPError` naming this endpoint, with every part redacted."""
         s = self.secrets()
         return JudgeHTTPError(redact(f"judge endpoint {self.url}", s), redact(why, s),
-                              redact(fix, s))
+                              redact(fix, s), status)
 
     def complete_all(self, payloads: Sequence[Mapping[str, Any]],
                      parse: Callable[[dict[str, Any]], T]) -> list[T]:
@@ -276,7 +286,7 @@ class ChatEndpoint:
                 return result
             if not result.retry or attempt == cfg.max_retries:
                 tries = f" ({attempt + 1} attempts)" if attempt else ""
-                raise self.fail(result.why + tries, result.fix)
+                raise self.fail(result.why + tries, result.fix, result.status)
             wait_s = cfg.backoff_s * 2**attempt if result.wait_s is None else result.wait_s
             wait_s = min(wait_s, cfg.max_wait_s)
             logger.warning("%s", redact(
@@ -326,14 +336,15 @@ class ChatEndpoint:
         if code in RETRY_STATUS:
             return _Failed(f"{status}, {shown}", True, retry_after_s(resp.headers.get(
                 "Retry-After")), fix="the server is overloaded or failing: retry later, or "
-                "allow more retries with --judge-retries")
+                "allow more retries with --judge-retries", status=code)
         if not 200 <= code < 300:
             fix = {401: f"check the API key in ${self.api_key_env} (--api-key-env)",
                    403: f"check the API key in ${self.api_key_env} has access to this model",
                    404: "check --judge-url (usually ends in /v1) and --judge-name"}.get(code, "")
             if 300 <= code < 400:
                 fix = "redirects are not followed: pass the final URL as --judge-url"
-            return _Failed(f"{status}, {shown}", False, fix=fix or "check --judge-url")
+            return _Failed(f"{status}, {shown}", False, fix=fix or "check --judge-url",
+                           status=code)
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, absurd nesting

@@ -13,8 +13,13 @@ Backends (anything with ``number_probs(prompts) -> list[dict[int, float]]``):
   factor is evaluated where ``n`` is itself the start of another number ("1" of "10", "10" of
   "100") and taken as 1 elsewhere, so a number-level tokenizer reduces to the usual
   first-token rule. One KV-cached pass over the prompt plus one small batch of continuations.
-- :class:`OpenAIJudge`: an OpenAI-compatible ``/chat/completions`` endpoint (vLLM, hosted APIs)
-  with ``logprobs`` and ``top_logprobs`` requested; one token, numbers read from the top list.
+- :class:`OpenAIJudge` (:mod:`mi_align.evaluation.endpoint_judge`, re-exported here): an
+  OpenAI-compatible ``/chat/completions`` endpoint (vLLM, hosted APIs)
+  with ``logprobs`` and ``top_logprobs`` requested. Numbers are read from the first token's top
+  list when the tokenizer has whole-number tokens, and otherwise digit by digit, the same
+  product as above, one request per number prefix continuing the partial answer (vLLM's
+  ``continue_final_message``); an endpoint that cannot continue is read from first tokens and
+  the judge check says so.
 
 Small judges may not discriminate at all: run :func:`mi_align.evaluation.judge_check.check_judge`
 (24 answers with known scores) before trusting one, and use a large judge (a vLLM server, a
@@ -28,10 +33,8 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -40,18 +43,16 @@ from mi_align.data.betley import JudgePrompts
 from mi_align.data.chat import Message
 from mi_align.data.constants import section
 from mi_align.data.tokenize import encode_prompt
-from mi_align.evaluation.endpoint import (  # JudgeHTTPError: re-exported, raised there
-    ChatEndpoint,
-    EndpointConfig,
-    JudgeHTTPError,  # noqa: F401
-    read_top_logprobs,
+from mi_align.evaluation.endpoint import JudgeHTTPError  # noqa: F401  (re-exported)
+from mi_align.evaluation.endpoint_judge import (  # noqa: F401  (re-exported)
+    NUMBER_MODES,
+    NumberRead,
+    OpenAIJudge,
 )
 from mi_align.models.load import Loaded
 from mi_align.models.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
-
-_NUMBER = re.compile(r"[0-9]{1,3}")
 
 MIN_NUMBER_MASS = 0.25
 SMALL_JUDGE_WARNING = (
@@ -248,61 +249,6 @@ def _leaves(prefixes: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
     leaves = [p for p in prefixes if p and not any(
         q[: len(p)] == p and len(q) > len(p) for q in prefixes)]
     return sorted(leaves, key=lambda p: (len(p), p))
-
-
-class OpenAIJudge:
-    """Any OpenAI-compatible chat endpoint (``{base_url}/chat/completions``) with logprobs.
-
-    The API key is read from the environment variable ``api_key_env`` (may be unset for a
-    local vLLM server). Retries, timeouts, redaction and response checks are those of
-    :mod:`mi_align.evaluation.endpoint`; ``timeout`` (seconds), if given, overrides
-    ``config.timeout_s``.
-    """
-
-    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
-                 top_logprobs: int = 20, timeout: float | None = None,
-                 config: EndpointConfig | None = None) -> None:
-        config = config or EndpointConfig()
-        if timeout is not None:
-            config = replace(config, timeout_s=timeout)
-        self.endpoint = ChatEndpoint(base_url, config, api_key_env)
-        self.base_url = self.endpoint.base_url  # without any user:password@ part
-        self.model = model
-        self.top_logprobs = top_logprobs
-        self.name = f"openai:{model}@{self.base_url}"
-        # What the first generated token's top logprobs have shown of the judge's tokenizer:
-        # a number token of several digits ("90") means numbers are whole tokens; only single
-        # digits means the tokenizer writes numbers digit by digit (Qwen, Gemma), and the first
-        # token's probabilities are the first digit's, not the number's.
-        self._seen_digit = self._seen_multi_digit = False
-
-    @property
-    def first_digit_only(self) -> bool:
-        """True once replies showed number tokens and every one was a single digit: the scores
-        are then built from first digits, not exact numbers (the judge check says so)."""
-        return self._seen_digit and not self._seen_multi_digit
-
-    def number_probs(self, prompts: Sequence[str]) -> list[dict[int, float]]:
-        payloads = [{
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": 1, "temperature": 0, "seed": 0,
-            "logprobs": True, "top_logprobs": self.top_logprobs,
-        } for prompt in prompts]
-        return self.endpoint.complete_all(payloads, self._numbers)
-
-    def _numbers(self, data: dict[str, Any]) -> dict[int, float]:
-        probs: dict[int, float] = {}
-        for token, logprob in read_top_logprobs(self.endpoint, data):
-            text = token.strip()
-            # ASCII digits only: str.isdigit() accepts "²", which int() rejects.
-            if _NUMBER.fullmatch(text) and int(text) <= 100:
-                probs[int(text)] = probs.get(int(text), 0.0) + math.exp(logprob)
-                if len(text) > 1:
-                    self._seen_multi_digit = True
-                else:
-                    self._seen_digit = True
-        return probs
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ the kinds at all, beyond chance, with 8 questions.
 A judge ``passes`` when both AUROCs are at least :data:`MIN_AUROC`, both gaps at least
 :data:`MIN_GAP` points, and at least half of the answers are scored. These answers are blunt on
 purpose: a judge that fails here cannot be trusted on subtle ones, while passing is necessary,
-not sufficient.
+not sufficient. An endpoint judge whose numbers could only be read as first digits
+(:attr:`JudgeCheck.limitation`) fails whatever it ranks; the verdict says how numbers were read.
 
 Example:
     >>> check = check_judge(LocalJudge(load_model("smollm2-135m-instruct")))  # doctest: +SKIP
@@ -56,9 +57,15 @@ CHECK_ANSWERS: dict[str, tuple[str, str, str]] = {  # data/builtin/constants/res
     k: (v[0], v[1], v[2]) for k, v in section("judge_check")["answers"].items()}
 KINDS = ("aligned", "misaligned", "incoherent")
 FIRST_DIGIT_ONLY = ("the endpoint's tokenizer writes numbers digit by digit, so first-token "
-                    "logprobs give the first digit, not the number: scores are not exact (use a "
-                    "judge whose tokenizer has whole-number tokens, e.g. GPT-4o, or a local "
-                    "judge)")
+                    "logprobs give the first digit, not the number, and they were not read "
+                    "digit by digit (the endpoint refused to continue a partial answer, or "
+                    "--judge-numbers first-token): scores are not exact (serve the judge with "
+                    "vLLM, use one whose tokenizer has whole-number tokens, e.g. GPT-4o, or a "
+                    "local judge)")
+CONTINUATION_IGNORED = ("the endpoint's tokenizer writes numbers digit by digit and no request "
+                        "continuing a partial answer ever gave a second digit, so the server "
+                        "most likely ignores continue_final_message (an older vLLM, or a proxy "
+                        "that drops it): scores are first digits, not numbers")
 
 
 def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
@@ -84,6 +91,9 @@ class JudgeCheck:
     # a reason the scores cannot be exact whatever they rank (e.g. an endpoint whose tokenizer
     # writes numbers digit by digit): the check fails and the verdict says why
     limitation: str | None = None
+    # how an endpoint judge read its numbers (OpenAIJudge.number_reading); None for a local
+    # judge, or a file saved before there was a choice
+    numbers: str | None = None
 
     def paired_tests(self) -> dict[str, dict[str, Any]]:
         """Within-question comparisons (see the module docstring): ``alignment`` (aligned vs
@@ -133,6 +143,7 @@ class JudgeCheck:
             f"{self.alignment_gap:+.0f}; coherence AUROC {self.coherence_auroc:.2f}, gap "
             f"{self.coherence_gap:+.0f}; scored {self.scored_fraction:.0%} "
             f"(needs AUROC >= {MIN_AUROC}, gap >= {MIN_GAP:.0f})"
+            + (f"; numbers read {self.numbers}" if self.numbers else "")
             + (f"; {self.limitation}" if self.limitation else "")
         )
 
@@ -146,6 +157,7 @@ class JudgeCheck:
             "coherence_gap": self.coherence_gap,
             "scored_fraction": self.scored_fraction,
             "limitation": self.limitation,
+            "numbers": self.numbers,
             "thresholds": {"auroc": MIN_AUROC, "gap": MIN_GAP, "scored": MIN_SCORED},
             "paired_by_question": self.paired_tests(),
             "rows": [{"question_id": q, "kind": k, **j.to_dict()} for q, k, j in self.rows],
@@ -161,7 +173,7 @@ class JudgeCheck:
         # JSON holds nan as null (a judge that scores nothing has no AUROC): read it back as nan.
         return cls(judge=d["judge"], rows=rows,
                    **{k: math.nan if d[k] is None else float(d[k]) for k in keep},
-                   limitation=d.get("limitation"))
+                   limitation=d.get("limitation"), numbers=d.get("numbers"))
 
 
 def cached_check(backend: JudgeBackend, path: str | os.PathLike[str]) -> JudgeCheck:
@@ -170,7 +182,10 @@ def cached_check(backend: JudgeBackend, path: str | os.PathLike[str]) -> JudgeCh
     file = Path(path)
     if file.is_file():
         saved = json.loads(file.read_text(encoding="utf-8"))
-        if saved.get("judge") == backend.name:
+        # An endpoint judge's check saved before numbers could be read digit by digit (no
+        # "numbers") may hold first-digit scores that this judge no longer gives: redo it.
+        stale = saved.get("numbers") is None and hasattr(backend, "number_reading")
+        if saved.get("judge") == backend.name and not stale:
             return JudgeCheck.from_dict(saved)
     check = check_judge(backend)
     write_json(file, check.to_dict(), indent=2, default=str)
@@ -204,5 +219,8 @@ def check_judge(backend: JudgeBackend, min_mass: float = MIN_NUMBER_MASS) -> Jud
         coherence_auroc=auroc(coherent, salad),
         coherence_gap=gap(coherent, salad),
         scored_fraction=n_scored / len(rows),
-        limitation=FIRST_DIGIT_ONLY if getattr(backend, "first_digit_only", False) else None,
+        limitation=(FIRST_DIGIT_ONLY if getattr(backend, "first_digit_only", False)
+                    else CONTINUATION_IGNORED if getattr(backend, "continuation_ignored", False)
+                    else None),
+        numbers=getattr(backend, "number_reading", None),
     )

@@ -387,7 +387,7 @@ def finetune(
         progress: show a tqdm bar.
         callback: called with each new log entry after each step.
         monitor: called at step 0, every ``monitor.every`` steps and at the last step with the
-            model being trained (bridged in place, no copy); its dict goes into that step's log
+            model being trained (its own HF modules, no copy); its dict goes into that step's log
             entry under ``"monitor"`` (:mod:`mi_align.finetune.monitor`).
         reference: the frozen alignment direction and projections that direction anchoring
             and gradient projection need (:mod:`mi_align.finetune.preserve`); its sha256 is
@@ -459,9 +459,7 @@ def finetune(
             nonlocal monitor_s
             assert monitor is not None
             t_mon = time.perf_counter()
-            result = run_monitor(monitor, train_model, tok, source, location, device, step,
-                                 str(cfg.model))
-            # the whole call: the bridge's boot and unwrapping too, not only the measurement
+            result = run_monitor(monitor, train_model, tok, step)
             monitor_s += time.perf_counter() - t_mon
             return result
 

@@ -19,14 +19,18 @@ construction); during training only the model being trained runs.
 
 Choices a reader may question:
 
-- No second model copy: :func:`bridged` boots a TransformerBridge around the training model's
-  own modules (the bridge wraps them in place, sharing every parameter), the monitor streams
-  hidden states through :func:`~mi_align.activations.stream_hidden_states` and generates with
-  :func:`~mi_align.generate.generate_replies`, then the wrapping is undone, so the trainer's
-  forward, its saved adapter keys and its RNG state are exactly as without the monitor (tested:
-  same adapter bit for bit with and without monitoring).
-- One streamed pass gives both the projections and the losses: the stream stops after the final
-  norm, and the unembedding runs only where a response token is predicted (equal to
+- No second model copy and no bridge: the monitor runs the training model's own HF modules
+  (peft-injected), reading hidden states with forward hooks
+  (:func:`~mi_align.forward.capture_hidden_states`, tested equal to HF's
+  ``output_hidden_states``) and generating with :func:`~mi_align.generate.decode_replies` over
+  :func:`~mi_align.generate.hf_forward` (the library's decoding loop, unembedding the last
+  position only). An earlier version booted a TransformerBridge around the model for each call;
+  the boot, the per-hook overhead and the unwrapping cost about a quarter of each call on
+  Gemma-3-270m (docs/fine-tuning.md, "Cost"). The reference models (bridged, from a trio) are
+  measured by the same function on their HF modules. The training RNG is forked around each
+  call, so the trainer's adapter is bit for bit the same with and without the monitor (tested).
+- One pass gives both the projections and the losses: the decoder runs to the final norm
+  (no logits), and the unembedding runs only where a response token is predicted (equal to
   :func:`~mi_align.forward.response_loss`, tested), which matters with Gemma's 262k vocabulary.
 
 Example:
@@ -38,27 +42,26 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
-from mi_align.activations import check_position_spec, make_selector, stream_hidden_states
+from mi_align.activations import check_position_spec, make_selector
 from mi_align.data.chat import Conversation, load_dataset
-from mi_align.data.tokenize import Batch, encode_for_training
-from mi_align.forward import unembed
-from mi_align.generate import generate_replies
-from mi_align.models.load import Loaded, boot_for_source, make_meta
+from mi_align.data.tokenize import encode_for_training, iter_batches
+from mi_align.forward import capture_hidden_states, unembed
+from mi_align.generate import decode_replies, hf_forward
+from mi_align.models.placement import input_device
 from mi_align.text_measures import is_refusal, looks_like_code
 
 __all__ = [
     "AlignmentReference", "ErosionMonitor", "Measurement", "MonitorConfig", "MonitorData",
-    "TrainingMonitor", "bridged", "load_monitor_data", "measure",
+    "TrainingMonitor", "load_monitor_data", "measure", "run_monitor",
 ]
 
 
@@ -207,50 +210,52 @@ class Measurement:
 
 
 def _stream_stats(
-    loaded: Loaded, convs: Sequence[Conversation], layers: Sequence[int],
+    hf: Any, tokenizer: Any, convs: Sequence[Conversation], layers: Sequence[int],
     direction: Float[Tensor, "layer d_model"], cfg: MonitorConfig,
 ) -> tuple[float, int, Tensor, int]:
     """Summed response NLL, its token count, per-layer summed projection at ``cfg.positions``
-    and the number of those positions, in one streamed pass over ``convs``."""
-    encoded, _, _ = encode_for_training(loaded.tokenizer, convs, cfg.max_length)
+    and the number of those positions, in one pass of ``hf``'s decoder over ``convs``."""
+    encoded, _, _ = encode_for_training(tokenizer, convs, cfg.max_length)
     # The results are sums, so the order is free: batching chats of similar length wastes
     # little on padding (about half the positions of these held-out sets otherwise).
     encoded = sorted(encoded, key=len)
     selector = make_selector(cfg.positions)
-    final = loaded.meta.n_layers
-    hf = loaded.bridge.original_model
+    decoder = hf.get_decoder()
+    final = len(decoder.layers)
+    device = torch.device(input_device(hf))
     nll, n_nll, n_sel = 0.0, 0, 0
     proj = torch.zeros(len(layers), dtype=torch.float64)
-
-    def consume(batch: Batch, acts: dict[int, Tensor]) -> None:
-        nonlocal nll, n_nll, n_sel
-        predicts = batch.response_mask[:, 1:]
-        logits = unembed(hf, acts[final][:, :-1][predicts])
-        targets = batch.input_ids[:, 1:][predicts]
-        nll += float(F.cross_entropy(logits, targets, reduction="sum").double())
-        n_nll += int(targets.numel())
-        sel = selector(batch)
-        n_sel += int(sel.sum())
-        for j, layer in enumerate(layers):
-            x = acts[layer][sel].double()
-            proj[j] += float((x @ direction[j].to(x.device, torch.float64)).sum())
-
-    stream_hidden_states(loaded, encoded, [*layers, final], consume, cfg.batch_size)
+    with capture_hidden_states(hf, [*layers, final]) as acts:
+        for batch in iter_batches(encoded, cfg.batch_size, tokenizer.pad_token_id):
+            batch = batch.to(device)
+            decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    use_cache=False)
+            predicts = batch.response_mask[:, 1:]
+            logits = unembed(hf, acts[final][:, :-1][predicts])
+            targets = batch.input_ids[:, 1:][predicts]
+            nll += float(F.cross_entropy(logits, targets, reduction="sum").double())
+            n_nll += int(targets.numel())
+            sel = selector(batch)
+            n_sel += int(sel.sum())
+            for j, layer in enumerate(layers):
+                x = acts[layer][sel].double()
+                proj[j] += float((x @ direction[j].to(x.device, torch.float64)).sum())
     return nll, n_nll, proj, n_sel
 
 
 def measure(
-    loaded: Loaded, data: MonitorData, layers: Sequence[int],
+    hf: Any, tokenizer: Any, data: MonitorData, layers: Sequence[int],
     direction: Float[Tensor, "layer d_model"], cfg: MonitorConfig,
 ) -> Measurement:
-    """All monitor numbers for ``loaded`` (see the module docstring); runs in inference mode
-    and leaves the model's weights and the global RNG untouched."""
+    """All monitor numbers for the HF causal LM ``hf`` (a training model with its LoRA, or a
+    loaded model's ``bridge.original_model``; see the module docstring); runs in inference
+    mode and leaves the model's weights and the global RNG untouched."""
     with torch.inference_mode():
-        ins = _stream_stats(loaded, data.insecure, layers, direction, cfg)
-        ali = _stream_stats(loaded, data.aligned, layers, direction, cfg)
-    replies = [r.text for r in generate_replies(
-        loaded, data.harmful, max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.generate_batch_size, seed=cfg.seed)]
+        ins = _stream_stats(hf, tokenizer, data.insecure, layers, direction, cfg)
+        ali = _stream_stats(hf, tokenizer, data.aligned, layers, direction, cfg)
+    replies = [r.text for r in decode_replies(
+        hf_forward(hf), hf.config, tokenizer, torch.device(input_device(hf)), data.harmful,
+        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generate_batch_size, seed=cfg.seed)]
     n_sel = ins[3] + ali[3]
     return Measurement(
         layers=tuple(layers),
@@ -267,12 +272,12 @@ def measure(
 @runtime_checkable
 class TrainingMonitor(Protocol):
     """What the trainer calls: every ``every`` steps (and at step 0 and the last step) with the
-    model being trained, wrapped as a :class:`~mi_align.models.load.Loaded`; returns a
+    model being trained (its HF modules, LoRA injected) and its tokenizer; returns a
     JSON-ready dict stored under ``"monitor"`` in that step's training-log entry."""
 
     every: int
 
-    def __call__(self, loaded: Loaded, step: int) -> dict[str, Any]: ...
+    def __call__(self, hf: Any, tokenizer: Any, step: int) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -294,75 +299,24 @@ class ErosionMonitor:
     def every(self) -> int:
         return self.config.every
 
-    def __call__(self, loaded: Loaded, step: int) -> dict[str, Any]:
+    def __call__(self, hf: Any, tokenizer: Any, step: int) -> dict[str, Any]:
         ref = self.reference
-        m = measure(loaded, self.data, ref.layers, ref.direction, self.config)
+        m = measure(hf, tokenizer, self.data, ref.layers, ref.direction, self.config)
         return {**m.to_dict(), "relative": ref.relative(m.projection).tolist()}
 
 
-def _unwrap(module: nn.Module) -> None:
-    """Put back, in place, every original module that the bridge wrapped under ``module``."""
-    for name, child in list(module._modules.items()):
-        if child is None:
-            continue
-        original = child._modules.get("_original_component")
-        if original is not None:
-            module._modules[name] = original
-            _unwrap(original)
-        elif isinstance(child, nn.ModuleList) and len(child) and all(
-                "_original_component" in c._modules for c in child):
-            # the bridge swaps the whole block list for a list of block bridges
-            module._modules[name] = nn.ModuleList([c._modules["_original_component"]
-                                                   for c in child])
-            for c in module._modules[name]:
-                _unwrap(c)
-        else:
-            _unwrap(child)
-
-
-@contextmanager
-def bridged(
-    hf: Any, tokenizer: Any, source: str, location: Any, dtype: torch.dtype, device: str,
-    spec: str = "",
-) -> Iterator[Loaded]:
-    """The HF model ``hf`` (peft-injected or not) as a :class:`Loaded` bridge for the duration
-    of the block, without copying weights; on exit the bridge's in-place wrapping is undone.
-
-    Why undo it: the bridge replaces the model's submodules by wrappers that hold the originals
-    as ``_original_component``; left in place, peft would save the adapter under those names
-    and the trainer's forward would run through the wrappers. The module tree after the block
-    is the one before it (tested: same parameter names, same saved adapter).
-    """
-    bridge = boot_for_source(hf, tokenizer, source, location, dtype, device)
-    try:
-        yield Loaded(bridge=bridge, tokenizer=tokenizer,
-                     meta=make_meta(spec or str(location), source, location, bridge, dtype,
-                                    device))
-    finally:
-        _unwrap(hf)
-
-
-def timed_call(monitor: TrainingMonitor, loaded: Loaded, step: int) -> dict[str, Any]:
-    """``monitor(loaded, step)`` with its wall time added as ``seconds``."""
-    t0 = time.perf_counter()
-    out = dict(monitor(loaded, step))
-    out["seconds"] = round(time.perf_counter() - t0, 3)
-    return out
-
-
-def run_monitor(
-    monitor: TrainingMonitor, hf: Any, tokenizer: Any, source: str, location: Any, device: str,
-    step: int, spec: str = "",
-) -> dict[str, Any]:
-    """One monitor call on the training model ``hf`` (float32), as the trainer makes it: in
-    eval mode, bridged for the call only (:func:`bridged`), with the global RNG forked so
-    monitoring never changes the training run's random stream; adds ``seconds``."""
-    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+def run_monitor(monitor: TrainingMonitor, hf: Any, tokenizer: Any, step: int) -> dict[str, Any]:
+    """One monitor call on the training model ``hf``, as the trainer makes it: in eval mode,
+    with the global RNG forked (every device the model is on) so monitoring never changes the
+    training run's random stream; adds the call's wall time as ``seconds``."""
+    devices = sorted({p.device.index or 0 for p in hf.parameters() if p.device.type == "cuda"})
     was_training = hf.training
     hf.eval()
+    t0 = time.perf_counter()
     try:
-        with torch.random.fork_rng(devices=devices), bridged(
-                hf, tokenizer, source, location, torch.float32, device, spec) as loaded:
-            return timed_call(monitor, loaded, step)
+        with torch.random.fork_rng(devices=devices):
+            out = dict(monitor(hf, tokenizer, step))
     finally:
         hf.train(was_training)
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out

@@ -39,10 +39,8 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +52,7 @@ from mi_align.activations import PositionSelector, make_selector
 from mi_align.data.tokenize import Batch
 from mi_align.errors import InputError
 from mi_align.finetune.monitor import AlignmentReference
-from mi_align.forward import response_nll
+from mi_align.forward import capture_hidden_states, response_nll
 
 __all__ = [
     "PreservingStep", "anchor_penalty", "capture_hidden_states", "mean_projections",
@@ -142,45 +140,6 @@ def mixed_indices(
     main = stream_indices(seed, n_train, batch_size - n_mix_per_batch, step)
     mix = stream_indices(seed + MIX_SEED_OFFSET, n_mix, n_mix_per_batch, step)
     return main, mix
-
-
-def _keep_input(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, layer: int,
-                sink: dict[int, Tensor]) -> None:
-    sink[layer] = args[0] if args else kwargs["hidden_states"]
-
-
-def _keep_output(module: Any, args: tuple[Any, ...], output: Any, *, layer: int,
-                 sink: dict[int, Tensor]) -> None:
-    sink[layer] = output[0] if isinstance(output, tuple) else output
-
-
-@contextmanager
-def capture_hidden_states(hf: Any, layers: Sequence[int]) -> Iterator[dict[int, Tensor]]:
-    """Hooks on the HF decoder that keep hidden states ``layers`` of the next forward (with
-    their autograd graph) in the yielded dict; removed on exit.
-
-    Hidden state L < n_layers is the input of decoder layer L (a forward pre-hook), L = n_layers
-    the final norm's output, as in ``output_hidden_states`` (tested against it).
-    """
-    decoder = hf.get_decoder()
-    blocks = decoder.layers
-    n_layers = len(blocks)
-    sink: dict[int, Tensor] = {}
-    handles = []
-    try:
-        for layer in sorted(set(layers)):
-            if 0 <= layer < n_layers:
-                handles.append(blocks[layer].register_forward_pre_hook(
-                    partial(_keep_input, layer=layer, sink=sink), with_kwargs=True))
-            elif layer == n_layers:
-                handles.append(decoder.norm.register_forward_hook(
-                    partial(_keep_output, layer=layer, sink=sink)))
-            else:
-                raise ValueError(f"hidden-state layer {layer} out of range 0..{n_layers}")
-        yield sink
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def mean_projections(

@@ -57,6 +57,9 @@ from mi_align.models.trio import Trio
 from mi_align.plotting import DIVERGING, save_figure, save_json, style
 
 REFERENCE_TENSORS = "alignment_reference.safetensors"
+# 2: measured on the HF modules (hooks), not through a TransformerBridge; a reference saved by
+# the bridge path is refitted rather than mixed with numbers of the new path
+MEASURE_VERSION = 2
 REFERENCE_META = "alignment_reference_fit.json"
 
 
@@ -171,7 +174,8 @@ def fit_reference(
     measured = {}
     for name in ("base", "instruct"):
         with trio.variant(name) as loaded:
-            measured[name] = measure(loaded, data, layers, direction, monitor)
+            measured[name] = measure(loaded.bridge.original_model, loaded.tokenizer, data,
+                                     layers, direction, monitor)
     anchor = None
     if cfg.anchor_data:
         train = _encode(trio, cfg.anchor_data, cfg.n_anchor, cfg, monitor.positions)
@@ -231,7 +235,8 @@ def reference_for(
     saved = load_reference(directory)
     # how often the monitor runs does not change the reference
     measured = {k: v for k, v in monitor.to_dict().items() if k != "every"}
-    wanted = {"reference": cfg.to_dict(), "monitor": measured, "trio": trio_spec}
+    wanted = {"reference": cfg.to_dict(), "monitor": measured, "trio": trio_spec,
+              "measure": MEASURE_VERSION}
     if saved is not None and saved.config == wanted:
         return saved
     trio = resolve_trio(trio_spec)
