@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
+from weakref import WeakKeyDictionary
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,7 @@ from torch import Tensor
 
 from mi_align.activations import check_position_spec, make_selector
 from mi_align.data.chat import Conversation, load_dataset
-from mi_align.data.tokenize import encode_for_training, iter_batches
+from mi_align.data.tokenize import EncodedChat, encode_for_training, iter_batches
 from mi_align.forward import capture_hidden_states, unembed
 from mi_align.generate import decode_replies, hf_forward
 from mi_align.models.placement import input_device
@@ -177,6 +178,20 @@ class MonitorData:
     harmful: tuple[str, ...]
     insecure: tuple[Conversation, ...]
     aligned: tuple[Conversation, ...]
+    # encodings per tokenizer, made at the first call (tokenized, and truncations logged, once
+    # per run rather than at every checkpoint)
+    _encoded: WeakKeyDictionary = field(default_factory=WeakKeyDictionary, init=False,
+                                        repr=False, compare=False)
+
+    def encoded(self, tokenizer: Any, which: str, max_length: int) -> list[EncodedChat]:
+        """``which`` (``"insecure"`` or ``"aligned"``) encoded for training by ``tokenizer``,
+        sorted by length (the monitor's numbers are sums, so order is free and similar lengths
+        batch with little padding)."""
+        per = self._encoded.setdefault(tokenizer, {})
+        if (which, max_length) not in per:
+            encoded, _, _ = encode_for_training(tokenizer, getattr(self, which), max_length)
+            per[(which, max_length)] = sorted(encoded, key=len)
+        return per[(which, max_length)]
 
 
 def load_monitor_data(cfg: MonitorConfig) -> MonitorData:
@@ -210,15 +225,11 @@ class Measurement:
 
 
 def _stream_stats(
-    hf: Any, tokenizer: Any, convs: Sequence[Conversation], layers: Sequence[int],
+    hf: Any, tokenizer: Any, encoded: Sequence[EncodedChat], layers: Sequence[int],
     direction: Float[Tensor, "layer d_model"], cfg: MonitorConfig,
 ) -> tuple[float, int, Tensor, int]:
     """Summed response NLL, its token count, per-layer summed projection at ``cfg.positions``
-    and the number of those positions, in one pass of ``hf``'s decoder over ``convs``."""
-    encoded, _, _ = encode_for_training(tokenizer, convs, cfg.max_length)
-    # The results are sums, so the order is free: batching chats of similar length wastes
-    # little on padding (about half the positions of these held-out sets otherwise).
-    encoded = sorted(encoded, key=len)
+    and the number of those positions, in one pass of ``hf``'s decoder over ``encoded``."""
     selector = make_selector(cfg.positions)
     decoder = hf.get_decoder()
     final = len(decoder.layers)
@@ -251,8 +262,8 @@ def measure(
     loaded model's ``bridge.original_model``; see the module docstring); runs in inference
     mode and leaves the model's weights and the global RNG untouched."""
     with torch.inference_mode():
-        ins = _stream_stats(hf, tokenizer, data.insecure, layers, direction, cfg)
-        ali = _stream_stats(hf, tokenizer, data.aligned, layers, direction, cfg)
+        ins, ali = (_stream_stats(hf, tokenizer, data.encoded(tokenizer, which, cfg.max_length),
+                                  layers, direction, cfg) for which in ("insecure", "aligned"))
     replies = [r.text for r in decode_replies(
         hf_forward(hf), hf.config, tokenizer, torch.device(input_device(hf)), data.harmful,
         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generate_batch_size, seed=cfg.seed)]
