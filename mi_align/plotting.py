@@ -30,11 +30,14 @@ def cosine_heatmap_kwargs() -> dict[str, Any]:
 
 
 def style(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") -> go.Figure:
-    """Apply the house layout and return the same figure."""
-    fig.update_layout(
-        title=title, template=TEMPLATE, xaxis_title=x_title, yaxis_title=y_title,
-        font={"size": 13}, legend={"orientation": "h", "y": -0.2},
-    )
+    """Apply the house layout and return the same figure. Axis titles are set only when
+    given: an empty one would erase the title a subplot figure already put on its first axes."""
+    fig.update_layout(title=title, template=TEMPLATE, font={"size": 13},
+                      legend={"orientation": "h", "y": -0.2})
+    if x_title:
+        fig.update_layout(xaxis_title=x_title)
+    if y_title:
+        fig.update_layout(yaxis_title=y_title)
     return fig
 
 
