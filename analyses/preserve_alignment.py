@@ -5,8 +5,10 @@
 The trio's recipe step (default: gemma-trio's `misaligned`, insecure code on top of the frozen
 instruct LoRA) is trained once per method and seed at equal steps, batch, data and seed:
 plain, mixing (2 of every 8 examples from aligned chat + refusals), direction anchoring and
-gradient projection (both at the deep layers, 12–17 on Gemma-3-270m). Every run carries the
-erosion monitor. The plain run with seed 0 is the monitored build of the organism itself (same
+gradient projection (both at the deep layers, 12–17 on Gemma-3-270m, fixed in advance), and
+direction anchoring at the 4 layers whose relative position the plain runs left lowest
+(anchoring-eroded: chosen from the plain runs' monitor curves, so trained after them; 8–11 on
+Gemma-3-270m). Every run carries the erosion monitor. The plain run with seed 0 is the monitored build of the organism itself (same
 config as the committed recipe; monitoring does not change training).
 
 Then every finished run, the instruct model (the step's start) and the base model are evaluated

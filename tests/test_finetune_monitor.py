@@ -343,6 +343,26 @@ def test_plot_monitor_shapes() -> None:
     assert list(heat.x) == [0, 3, 6] and list(heat.y) == ["L1", "L2"]
 
 
+def test_eroded_layers_are_the_lowest_block_inputs_over_plain_runs() -> None:
+    """Planted: the final relative positions of two plain runs put layers 5 and 2 lowest on
+    average (not in either run alone); the embeddings (0) and the final norm (n_layers) are
+    not candidates however low; only the last step counts."""
+    from mi_align.errors import InputError
+    from mi_align.pipelines.finetune_monitor import eroded_layers
+
+    layers = [0, 1, 2, 3, 4, 5, 6]
+    a = {"layers": layers, "relative": [[1] * 7, [-9, 1.0, 0.2, 0.9, 0.5, 0.6, -5]]}
+    b = {"layers": layers, "relative": [[-9] * 7, [-9, 0.9, 0.4, 1.0, 0.8, -0.2, -5]]}
+    assert eroded_layers([a, b], n_layers=6, k=2) == (2, 5)  # means 0.3 and 0.2
+    assert eroded_layers([a], n_layers=6, k=2) == (2, 4)
+    assert eroded_layers([a, b], n_layers=6, k=1) == (5,)
+    with pytest.raises(InputError, match="needs the plain runs"):
+        eroded_layers([], n_layers=6)
+    assert eroded_layers([a], n_layers=6, k=9) == (1, 2, 3, 4, 5)  # every block input
+    with pytest.raises(InputError, match="no block layer"):
+        eroded_layers([{"layers": [0, 6], "relative": [[0.1, 0.2]]}], n_layers=6)
+
+
 def test_comparison_is_resumable_per_method(tiny_trio_toml: Path, tmp_path: Path) -> None:
     from mi_align.pipelines.finetune_monitor import (
         ReferenceConfig,
@@ -368,6 +388,8 @@ def test_comparison_is_resumable_per_method(tiny_trio_toml: Path, tmp_path: Path
     assert said[1:] == ["[plain-seed0] done earlier, skipped",
                         "[anchoring-seed0] done earlier, skipped",
                         "[projection-seed0] training 2 steps"]
+    assert again["eroded_layers"] is None and "relative_eroded" not in (
+        again["runs"]["plain-seed0"]["final"])
     assert again["reference_s_this_run"] < first["reference_s_this_run"]  # reused, not refitted
     assert (tmp_path / "cmp" / "plain-seed0" / "training_log.json").stat().st_mtime_ns == stamp
     assert again["runs"]["plain-seed0"]["final"] == first["runs"]["plain-seed0"]["final"]
@@ -381,6 +403,22 @@ def test_comparison_is_resumable_per_method(tiny_trio_toml: Path, tmp_path: Path
     with pytest.raises(InputError, match=r"another config \(.*max_steps 2 -> 3\)"):
         compare_methods(recipe_config(str(tiny_trio_toml), "misaligned", max_steps=3),
                         tmp_path / "cmp", str(tiny_trio_toml), methods=("plain",), **kwargs)
+    # anchoring at the eroded layers: trained after plain, at the layers its curves give
+    from mi_align.pipelines.finetune_monitor import ERODED, eroded_layers
+
+    said.clear()
+    third = compare_methods(cfg, tmp_path / "cmp", str(tiny_trio_toml),
+                            methods=(ERODED, "plain"), **kwargs)
+    expect = eroded_layers([third["runs"]["plain-seed0"]["curves"]],
+                           n_layers=third["reference"]["n_layers"])
+    assert said[1:] == ["[plain-seed0] done earlier, skipped",
+                        f"[{ERODED}] the plain runs eroded layers {list(expect)} most",
+                        f"[{ERODED}-seed0] training 2 steps"]
+    assert third["eroded_layers"] == list(expect)
+    assert third["runs"][f"{ERODED}-seed0"]["config"]["anchor_layers"] == list(expect)
+    assert "relative_eroded" in third["runs"]["plain-seed0"]["final"]
+    with pytest.raises(InputError, match="needs the plain runs"):
+        compare_methods(cfg, tmp_path / "cmp", str(tiny_trio_toml), methods=(ERODED,), **kwargs)
 
 
 def test_demo_stage_reports_each_step(tiny_trio_toml: Path, tmp_path: Path) -> None:

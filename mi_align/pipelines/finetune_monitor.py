@@ -9,11 +9,14 @@
   plain tensors go to the trainer; the trio is freed before training starts.
 - :func:`monitored_finetune`: one fine-tune with the monitor (and any preserving option),
   writing the reference, the training log, ``monitor.html`` and ``monitor.json``.
-- :func:`compare_methods`: plain, mixing, anchoring and projection at equal steps, batch, data
-  and seed (per seed), resumable per method; a Pareto figure and the monitor curves per method.
+- :func:`compare_methods`: plain, mixing, anchoring and projection (at the deep layers, fixed in
+  advance) and anchoring at the layers the plain runs eroded most (:func:`eroded_layers`,
+  trained after them) at equal steps, batch, data and seed (per seed), resumable per method; a
+  Pareto figure and the monitor curves per method.
 
-Plots are pure functions of the logged numbers (:func:`plot_monitor`, :func:`plot_pareto`,
-:func:`plot_method_curves`), so a figure can be redrawn from its JSON.
+Plots are pure functions of the logged numbers (:mod:`mi_align.pipelines.monitor_plots`:
+``plot_monitor``, ``plot_pareto``, ``plot_method_curves``, re-exported here), so a figure can
+be redrawn from its JSON.
 
 Example:
     >>> from mi_align.pipelines.finetune_monitor import ReferenceConfig
@@ -33,9 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from mi_align.activations import accumulate_moments, make_selector
 from mi_align.data.chat import load_dataset
@@ -54,7 +55,13 @@ from mi_align.finetune.monitor import (
 )
 from mi_align.io import write_json
 from mi_align.models.trio import Trio
-from mi_align.plotting import DIVERGING, save_figure, save_json, style
+from mi_align.pipelines.monitor_plots import (  # noqa: F401  (re-exported)
+    METHOD_COLOURS,
+    plot_method_curves,
+    plot_monitor,
+    plot_pareto,
+)
+from mi_align.plotting import save_figure, save_json
 
 REFERENCE_TENSORS = "alignment_reference.safetensors"
 # 2: measured on the HF modules (hooks), not through a TransformerBridge; a reference saved by
@@ -298,44 +305,6 @@ def monitor_numbers(log: Mapping[str, Any], fitted: FittedReference) -> dict[str
     }
 
 
-def plot_monitor(numbers: Mapping[str, Any]) -> go.Figure:
-    """Layers × steps heatmap of the relative position (0 base, 1 instruct; RdBu centred at
-    0.5, colours fixed to [-0.5, 1.5] so layers where instruct and base barely differ cannot
-    stretch the scale; hover shows the values), and over steps the refusal and code rates and
-    the two held-out losses, with the instruct (dotted) and base (dashed) models' values."""
-    steps, layers = numbers["steps"], numbers["layers"]
-    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.14, row_heights=[0.55, 0.45],
-                        specs=[[{}], [{"secondary_y": True}]],
-                        subplot_titles=("relative position along instruct − base (0 base, "
-                                        "1 instruct)", "behaviour and held-out losses"))
-    rel = torch.tensor(numbers["relative"], dtype=torch.float64).T  # layer × step
-    fig.add_trace(go.Heatmap(z=rel.tolist(), x=steps, y=[f"L{lay}" for lay in layers],
-                             colorscale=DIVERGING, zmid=0.5, zmin=-0.5, zmax=1.5,
-                             colorbar={"len": 0.5, "y": 0.78},
-                             hovertemplate="step %{x}<br>%{y}<br>relative %{z:.3f}"
-                             "<extra></extra>"), row=1, col=1)
-    ref = numbers["reference"]
-    colors = {"refusal_rate": "#1f77b4", "code_rate": "#9467bd", "insecure_loss": "#d62728",
-              "aligned_loss": "#2ca02c"}
-    for key, color in colors.items():
-        loss = key.endswith("loss")
-        fig.add_trace(go.Scatter(x=steps, y=numbers[key], name=key.replace("_", " "),
-                                 mode="lines+markers", line={"color": color}),
-                      row=2, col=1, secondary_y=loss)
-        for model, dash in (("instruct", "dot"), ("base", "dash")):
-            fig.add_trace(go.Scatter(x=[steps[0], steps[-1]], y=[ref[model][key]] * 2,
-                                     name=f"{key.replace('_', ' ')} ({model})", mode="lines",
-                                     line={"color": color, "dash": dash, "width": 1},
-                                     showlegend=key == "refusal_rate"),
-                          row=2, col=1, secondary_y=loss)
-    fig.update_yaxes(title_text="hidden state", row=1, col=1)
-    fig.update_yaxes(title_text="rate", range=[-0.02, 1.02], row=2, col=1, secondary_y=False)
-    fig.update_yaxes(title_text="held-out NLL (nats/token)", row=2, col=1, secondary_y=True)
-    fig.update_xaxes(title_text="optimisation step", row=2, col=1)
-    fig.update_layout(height=820)
-    return style(fig, "Erosion monitor (dotted: instruct, dashed: base)")
-
-
 # ---------------------------------------------------------------- comparison of methods
 
 
@@ -382,23 +351,50 @@ def method_overrides(
         return {"mix_data": tuple(mix_data), "mix_fraction": mix_per_batch / batch_size}
     rows = fitted.reference.index(layers)
     gap = (fitted.reference.instruct - fitted.reference.base)[rows]
-    if method == "anchoring":
+    if method in ("anchoring", ERODED):
         return {"anchor_layers": tuple(layers),
                 "anchor_weight": float(anchor_scale / gap.pow(2).mean())}
     if method == "projection":
         return {"project_layers": tuple(layers)}
-    raise InputError(f"method {method!r}", "unknown", "use plain, mixing, anchoring, projection")
+    raise InputError(f"method {method!r}", "unknown", f"use one of {', '.join(METHODS)}")
 
 
-METHODS = ("plain", "mixing", "anchoring", "projection")
+# Direction anchoring at the layers the monitor saw erode in the plain runs (chosen after them,
+# by :func:`eroded_layers`), where "anchoring" uses the deep layers fixed in advance.
+ERODED = "anchoring-eroded"
+METHODS = ("plain", "mixing", "anchoring", "projection", ERODED)
+N_ERODED = 4
 
 
-def run_summary(numbers: Mapping[str, Any], deep: Sequence[int]) -> dict[str, Any]:
-    """The last monitor point of a run: task (insecure loss) and alignment kept."""
+def eroded_layers(plain_runs: Sequence[Mapping[str, Any]], n_layers: int,
+                  k: int = N_ERODED) -> tuple[int, ...]:
+    """The ``k`` block inputs (0 < L < ``n_layers``; all of them if fewer) whose relative
+    position ended lowest in the plain runs' monitor curves (mean over the runs), in layer
+    order: where the plain fine-tune eroded the direction most (Gemma-3-270m: 8–11)."""
+    if not plain_runs:
+        raise InputError(f"method {ERODED!r}", "needs the plain runs' monitor curves",
+                         "include plain in the methods")
+    layers = plain_runs[0]["layers"]
+    final = torch.tensor([r["relative"][-1] for r in plain_runs], dtype=torch.float64).mean(0)
+    blocks = [j for j, layer in enumerate(layers) if 0 < layer < n_layers]
+    if not blocks or k < 1:
+        raise InputError(f"{ERODED} k={k}", f"no block layer to choose from {layers}")
+    lowest = sorted(blocks, key=lambda j: float(final[j]))[:k]
+    return tuple(sorted(layers[j] for j in lowest))
+
+
+def run_summary(numbers: Mapping[str, Any], deep: Sequence[int],
+                eroded: Sequence[int] | None = None) -> dict[str, Any]:
+    """The last monitor point of a run: task (insecure loss) and alignment kept (relative
+    position at the deep layers and, once they are known, at the eroded ones)."""
     rows = [numbers["layers"].index(x) for x in deep]
     last = -1
     rel = numbers["relative"][last]
-    return {"insecure_loss": numbers["insecure_loss"][last],
+    extra = {}
+    if eroded:
+        rows_e = [numbers["layers"].index(x) for x in eroded]
+        extra["relative_eroded"] = sum(rel[r] for r in rows_e) / len(rows_e)
+    return {**extra, "insecure_loss": numbers["insecure_loss"][last],
             "aligned_loss": numbers["aligned_loss"][last],
             "refusal_rate": numbers["refusal_rate"][last],
             "code_rate": numbers["code_rate"][last],
@@ -441,83 +437,44 @@ def compare_methods(
     erosion = ErosionMonitor(fitted.reference, load_monitor_data(mon), mon)
     deep = deep_layers(fitted.reference, fitted.n_layers)
     runs: dict[str, dict[str, Any]] = {}
-    for seed in seeds:
-        for method in methods:
-            name = f"{method}-seed{seed}"
-            over = method_overrides(method, fitted, deep, base_cfg.batch_size,
-                                    anchor_scale=anchor_scale)
-            cfg = dataclasses.replace(base_cfg, seed=seed, **over)
-            out = root / name
-            if _finished(out, cfg):
+    eroded: tuple[int, ...] | None = None
+    if ERODED in methods and "plain" not in methods:
+        raise InputError(f"method {ERODED!r}", "needs the plain runs' monitor curves",
+                         "include plain in the methods")
+    # the eroded-layer method last: its layers come from every seed's plain run
+    order = ([(seed, m) for seed in seeds for m in methods if m != ERODED]
+             + [(seed, m) for seed in seeds for m in methods if m == ERODED])
+    for seed, method in order:
+        name = f"{method}-seed{seed}"
+        layers = deep
+        if method == ERODED:
+            if eroded is None:
+                eroded = eroded_layers([r["curves"] for r in runs.values()
+                                        if r["method"] == "plain"], fitted.n_layers)
                 if report is not None:
-                    report(f"[{name}] done earlier, skipped")
-            else:  # resumes an interrupted run; refuses a folder holding another config
-                if report is not None:
-                    report(f"[{name}] training {cfg.max_steps or '?'} steps")
-                finetune(cfg, out, device=device, dtype=dtype, device_map=device_map,
-                         progress=progress, monitor=erosion, reference=fitted.reference)
-            numbers = monitor_numbers(read_log(out), fitted)
-            runs[name] = {"method": method, "seed": seed, "config": cfg.to_dict(),
-                          "final": run_summary(numbers, deep), "curves": numbers}
-    return {"deep_layers": list(deep), "methods": list(methods), "seeds": list(seeds),
-            "anchor_scale": anchor_scale, "reference": fitted.numbers(),
-            "reference_s_this_run": reference_s, "runs": runs}
-
-
-def plot_pareto(comparison: Mapping[str, Any]) -> go.Figure:
-    """Task against alignment: held-out insecure loss reached (x, lower = more learned) against
-    the refusal rate kept and the deep layers' relative position (y), one point per run, with
-    the instruct (start) and base models for reference."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        "refusal rate kept", "relative position, deep layers " + ", ".join(
-            str(x) for x in comparison["deep_layers"])))
-    ref = comparison["reference"]
-    for model, symbol in (("instruct", "star"), ("base", "x")):
-        m = ref[model]
-        rel = 1.0 if model == "instruct" else 0.0
-        for col, y in ((1, m["refusal_rate"]), (2, rel)):
-            fig.add_trace(go.Scatter(x=[m["insecure_loss"]], y=[y], mode="markers+text",
-                                     text=[model], textposition="top center", showlegend=False,
-                                     marker={"symbol": symbol, "size": 12, "color": "black"}),
-                          row=1, col=col)
-    palette = dict(zip(METHODS, ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728"), strict=True))
-    for method in comparison["methods"]:
-        runs = [r for r in comparison["runs"].values() if r["method"] == method]
-        for col, key in ((1, "refusal_rate"), (2, "relative_deep")):
-            fig.add_trace(go.Scatter(
-                x=[r["final"]["insecure_loss"] for r in runs], y=[r["final"][key] for r in runs],
-                mode="markers", name=method, showlegend=col == 1, legendgroup=method,
-                marker={"size": 11, "color": palette.get(method)},
-                text=[f"seed {r['seed']}" for r in runs],
-                hovertemplate="%{text}<br>insecure loss %{x:.3f}<br>%{y:.3f}<extra></extra>"),
-                row=1, col=col)
-    fig.update_xaxes(title_text="held-out insecure loss (nats/token)")
-    fig.update_yaxes(title_text="refusal rate", row=1, col=1)
-    fig.update_yaxes(title_text="relative position (0 base, 1 instruct)", row=1, col=2)
-    return style(fig, "Alignment-preserving fine-tuning: task learned vs alignment kept")
-
-
-def plot_method_curves(comparison: Mapping[str, Any]) -> go.Figure:
-    """Per method and seed, over steps: deep-layer relative position, refusal rate, held-out
-    insecure loss."""
-    panels = (("relative_deep", "relative position (deep)"), ("refusal_rate", "refusal rate"),
-              ("insecure_loss", "held-out insecure loss"))
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in panels])
-    palette = dict(zip(METHODS, ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728"), strict=True))
-    deep = comparison["deep_layers"]
-    for name, run in comparison["runs"].items():
-        c = run["curves"]
-        rows = [c["layers"].index(x) for x in deep]
-        series = {"relative_deep": [sum(r[i] for i in rows) / len(rows) for r in c["relative"]],
-                  "refusal_rate": c["refusal_rate"], "insecure_loss": c["insecure_loss"]}
-        for col, (key, _) in enumerate(panels, start=1):
-            fig.add_trace(go.Scatter(x=c["steps"], y=series[key], mode="lines+markers",
-                                     name=name, legendgroup=name, showlegend=col == 1,
-                                     line={"color": palette.get(run["method"]),
-                                           "dash": "solid" if run["seed"] == 0 else "dot"}),
-                          row=1, col=col)
-    fig.update_xaxes(title_text="optimisation step")
-    return style(fig, "Monitor curves per method")
+                    report(f"[{ERODED}] the plain runs eroded layers {list(eroded)} most")
+            layers = eroded
+        over = method_overrides(method, fitted, layers, base_cfg.batch_size,
+                                anchor_scale=anchor_scale)
+        cfg = dataclasses.replace(base_cfg, seed=seed, **over)
+        out = root / name
+        if _finished(out, cfg):
+            if report is not None:
+                report(f"[{name}] done earlier, skipped")
+        else:  # resumes an interrupted run; refuses a folder holding another config
+            if report is not None:
+                report(f"[{name}] training {cfg.max_steps or '?'} steps")
+            finetune(cfg, out, device=device, dtype=dtype, device_map=device_map,
+                     progress=progress, monitor=erosion, reference=fitted.reference)
+        numbers = monitor_numbers(read_log(out), fitted)
+        runs[name] = {"method": method, "seed": seed, "config": cfg.to_dict(),
+                      "final": run_summary(numbers, deep), "curves": numbers}
+    if eroded:  # every run's position at the eroded layers too, plain's included
+        for run in runs.values():
+            run["final"] = run_summary(run["curves"], deep, eroded)
+    return {"deep_layers": list(deep), "eroded_layers": list(eroded) if eroded else None,
+            "methods": list(methods), "seeds": list(seeds), "anchor_scale": anchor_scale,
+            "reference": fitted.numbers(), "reference_s_this_run": reference_s, "runs": runs}
 
 
 def write_comparison(comparison: Mapping[str, Any], out_dir: Path, stem: str) -> list[Path]:
