@@ -262,16 +262,16 @@ def plot_final_pareto(final: Mapping[str, Any]) -> go.Figure:
                         subplot_titles=("refusal rate on held-out harmful requests",
                                         "relative position, deep layers (0 base, 1 instruct)"))
     palette = ["#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    # methods that keep the same rate sit on one point: their labels go to different corners
-    corners = ["top center", "bottom center", "top right", "bottom right", "top left",
-               "bottom left", "middle right"]
     for i, (label, s) in enumerate(final["summaries"].items()):
         x = s["insecure_loss"]
         for col, key in ((1, "refusal"), (2, "relative")):
             y = s[key]["interval"] if key == "refusal" else s[key]
             fig.add_trace(go.Scatter(
-                x=[x["estimate"]], y=[y["estimate"]], mode="markers+text", text=[label],
-                textposition=corners[i % len(corners)], name=label, showlegend=col == 1,
+                # methods that keep the same rate share a point: named by colour (legend) and
+                # on hover, not by text labels that would print over each other
+                x=[x["estimate"]], y=[y["estimate"]], mode="markers", text=[label],
+                hovertemplate="%{text}<br>insecure NLL %{x:.3f}<br>%{y:.3f}<extra></extra>",
+                name=label, showlegend=col == 1,
                 marker={"size": 11, "color": palette[i % len(palette)],
                         "symbol": "circle" if label in final["versus_plain"] or label == "plain"
                         else "diamond"},
