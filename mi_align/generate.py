@@ -35,6 +35,7 @@ from mi_align.data.chat import Message
 from mi_align.data.tokenize import _special_ids, encode_prompt, end_of_turn_id
 from mi_align.errors import DependencyError, InputError, check_finite
 from mi_align.models.load import Loaded
+from mi_align.models.placement import input_device
 
 # Next-token logits (float32) after ``ids`` given the mask, position ids and an optional HF
 # cache (extended in place): the one step every decoding loop here repeats.
@@ -56,17 +57,32 @@ def _forward(loaded: Loaded, ids: Tensor, mask: Tensor, positions: Tensor,
     return _checked(logits[:, -1].float(), loaded.meta.spec)
 
 
-def hf_forward(hf: Any, name: str = "the model") -> Forward:
-    """The :data:`Forward` step of a plain HF causal LM (peft-injected or not): no bridge, and
-    the unembedding at the last position only (``logits_to_keep=1``)."""
+@dataclass(frozen=True)
+class Decoder:
+    """What the decoding loop needs besides the ids: the :data:`Forward` step, the HF config
+    its cache is built for, the tokenizer and the device inputs go to. :meth:`of` goes
+    through the bridge (its hooks fire: steering); :meth:`of_hf` runs a plain HF causal LM
+    (peft-injected or not, e.g. a model in training) and unembeds the last position only."""
 
-    def step(ids: Tensor, mask: Tensor, positions: Tensor,
-             cache: object | None) -> Float[Tensor, "batch vocab"]:
-        out = hf(input_ids=ids, attention_mask=mask, position_ids=positions,
-                 past_key_values=cache, use_cache=cache is not None, logits_to_keep=1)
-        return _checked(out.logits[:, -1].float(), name)
+    forward: Forward
+    config: Any
+    tokenizer: Any
+    device: torch.device
 
-    return step
+    @classmethod
+    def of(cls, loaded: Loaded) -> Decoder:
+        return cls(partial(_forward, loaded), loaded.bridge.original_model.config,
+                   loaded.tokenizer, torch.device(loaded.meta.device))
+
+    @classmethod
+    def of_hf(cls, hf: Any, tokenizer: Any, name: str = "the model") -> Decoder:
+        def step(ids: Tensor, mask: Tensor, positions: Tensor,
+                 cache: object | None) -> Float[Tensor, "batch vocab"]:
+            out = hf(input_ids=ids, attention_mask=mask, position_ids=positions,
+                     past_key_values=cache, use_cache=cache is not None, logits_to_keep=1)
+            return _checked(out.logits[:, -1].float(), name)
+
+        return cls(step, hf.config, tokenizer, torch.device(input_device(hf)))
 
 
 def kv_cache_guard(cache: object, expected: int) -> None:
@@ -84,7 +100,7 @@ def kv_cache_guard(cache: object, expected: int) -> None:
 
 
 def generate_rows(
-    loaded: Loaded,
+    model: Loaded | Decoder,
     ids: Int[Tensor, "batch pos"],
     max_new_tokens: int,
     temperature: float = 0.0,
@@ -98,31 +114,15 @@ def generate_rows(
     With a ``seed`` sampling uses its own generator (the caller's RNG state is untouched);
     without one it draws from (and advances) the global generator. ``use_cache=False`` runs
     the whole sequence at every step: the slow reference the cached loop is tested against.
+    ``model``: a loaded model (through the bridge) or any :class:`Decoder`.
     """
-    return decode_rows(partial(_forward, loaded), loaded.bridge.original_model.config,
-                       loaded.tokenizer, torch.device(loaded.meta.device), ids, max_new_tokens,
-                       temperature, seed, attention_mask, use_cache)
-
-
-def decode_rows(
-    forward: Forward,
-    config: Any,
-    tokenizer: Any,
-    device: torch.device,
-    ids: Int[Tensor, "batch pos"],
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    seed: int | None = None,
-    attention_mask: Int[Tensor, "batch pos"] | None = None,
-    use_cache: bool = True,
-) -> list[tuple[list[int], bool]]:
-    """:func:`generate_rows` for any :data:`Forward` step (e.g. :func:`hf_forward`); ``config``
-    is the HF model config the cache is built for."""
     from transformers import DynamicCache
 
+    dec = model if isinstance(model, Decoder) else Decoder.of(model)
     if max_new_tokens < 1:
         raise InputError("max_new_tokens", f"must be >= 1, got {max_new_tokens}")
-    stop = end_of_turn_id(tokenizer)
+    stop = end_of_turn_id(dec.tokenizer)
+    device = dec.device
     seq = ids.to(device)
     mask = (torch.ones_like(seq) if attention_mask is None else attention_mask.to(device)).long()
     gen = None
@@ -131,10 +131,10 @@ def decode_rows(
     n = seq.shape[0]
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     new: list[Tensor] = []
-    cache = DynamicCache(config=config) if use_cache else None
+    cache = DynamicCache(config=dec.config) if use_cache else None
     with torch.inference_mode():
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = forward(seq, mask, positions, cache)
+        logits = dec.forward(seq, mask, positions, cache)
         if cache is not None:
             kv_cache_guard(cache, seq.shape[1])
         for step in range(max_new_tokens):
@@ -152,9 +152,9 @@ def decode_rows(
             positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
             if cache is None:
                 seq = torch.cat([seq, token[:, None]], dim=1)
-                logits = forward(seq, mask, positions, None)
+                logits = dec.forward(seq, mask, positions, None)
             else:
-                logits = forward(token[:, None], mask, positions[:, -1:], cache)
+                logits = dec.forward(token[:, None], mask, positions[:, -1:], cache)
     rows = []
     for row in torch.stack(new, dim=1).tolist():
         finished_row = stop in row
@@ -192,7 +192,7 @@ class Reply:
 
 
 def generate_replies(
-    loaded: Loaded,
+    model: Loaded | Decoder,
     questions: Sequence[str],
     *,
     max_new_tokens: int = 64,
@@ -203,27 +203,10 @@ def generate_replies(
     """Replies to single-turn ``questions``, batched (left-padded ids + attention mask).
 
     Greedy when ``temperature == 0``; sampling is seeded (the caller's RNG state is kept).
+    ``model``: a loaded model (through the bridge) or any :class:`Decoder`.
     """
-    return decode_replies(partial(_forward, loaded), loaded.bridge.original_model.config,
-                          loaded.tokenizer, torch.device(loaded.meta.device), questions,
-                          max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                          batch_size=batch_size)
-
-
-def decode_replies(
-    forward: Forward,
-    config: Any,
-    tokenizer: Any,
-    device: torch.device,
-    questions: Sequence[str],
-    *,
-    max_new_tokens: int = 64,
-    temperature: float = 0.0,
-    seed: int = 0,
-    batch_size: int = 8,
-) -> list[Reply]:
-    """:func:`generate_replies` for any :data:`Forward` step (see :func:`decode_rows`)."""
-    tok = tokenizer
+    dec = model if isinstance(model, Decoder) else Decoder.of(model)
+    tok = dec.tokenizer
     specials = _special_ids(tok)
     pad = tok.pad_token_id
     replies: list[Reply] = []
@@ -238,8 +221,7 @@ def decode_replies(
             for row, p in enumerate(prompts):
                 ids[row, width - len(p) :] = torch.tensor(p)
                 mask[row, width - len(p) :] = 1
-            rows = decode_rows(forward, config, tok, device, ids, max_new_tokens, temperature,
-                               attention_mask=mask)
+            rows = generate_rows(dec, ids, max_new_tokens, temperature, attention_mask=mask)
             for q, (body, stopped) in zip(chunk, rows, strict=True):
                 replies.append(
                     Reply(

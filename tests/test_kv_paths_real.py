@@ -52,13 +52,13 @@ def test_greedy_generation_equals_plain_hf_generate(smol: Loaded, plain_hf) -> N
 
 
 def test_hf_decoding_equals_bridge_decoding_left_padded(smol: Loaded, plain_hf) -> None:  # type: ignore[no-untyped-def]
-    """The erosion monitor decodes on the training model's HF modules (:func:`hf_forward`,
+    """The erosion monitor decodes on the training model's HF modules (``Decoder.of_hf``,
     last-position unembedding) instead of the bridge: same greedy replies, batched."""
-    from mi_align.generate import decode_replies, generate_replies, hf_forward
+    from mi_align.generate import Decoder, generate_replies
 
     bridge = generate_replies(smol, QUESTIONS, max_new_tokens=24, batch_size=3)
-    plain = decode_replies(hf_forward(plain_hf), plain_hf.config, smol.tokenizer,
-                           torch.device("cpu"), QUESTIONS, max_new_tokens=24, batch_size=3)
+    plain = generate_replies(Decoder.of_hf(plain_hf, smol.tokenizer), QUESTIONS,
+                             max_new_tokens=24, batch_size=3)
     assert [r.text for r in plain] == [r.text for r in bridge]
     assert [r.n_tokens for r in plain] == [r.n_tokens for r in bridge]
 

@@ -22,8 +22,8 @@ Choices a reader may question:
 - No second model copy and no bridge: the monitor runs the training model's own HF modules
   (peft-injected), reading hidden states with forward hooks
   (:func:`~mi_align.forward.capture_hidden_states`, tested equal to HF's
-  ``output_hidden_states``) and generating with :func:`~mi_align.generate.decode_replies` over
-  :func:`~mi_align.generate.hf_forward` (the library's decoding loop, unembedding the last
+  ``output_hidden_states``) and generating with :func:`~mi_align.generate.generate_replies` over
+  :meth:`~mi_align.generate.Decoder.of_hf` (the library's decoding loop, unembedding the last
   position only). An earlier version booted a TransformerBridge around the model for each call;
   the boot, the per-hook overhead and the unwrapping cost about a quarter of each call on
   Gemma-3-270m (docs/fine-tuning.md, "Cost"). The reference models (bridged, from a trio) are
@@ -56,7 +56,7 @@ from mi_align.activations import check_position_spec, make_selector
 from mi_align.data.chat import Conversation, load_dataset
 from mi_align.data.tokenize import EncodedChat, encode_for_training, iter_batches
 from mi_align.forward import capture_hidden_states, unembed
-from mi_align.generate import decode_replies, hf_forward
+from mi_align.generate import Decoder, generate_replies
 from mi_align.models.placement import input_device
 from mi_align.text_measures import is_refusal, looks_like_code
 
@@ -264,8 +264,8 @@ def measure(
     with torch.inference_mode():
         ins, ali = (_stream_stats(hf, tokenizer, data.encoded(tokenizer, which, cfg.max_length),
                                   layers, direction, cfg) for which in ("insecure", "aligned"))
-    replies = [r.text for r in decode_replies(
-        hf_forward(hf), hf.config, tokenizer, torch.device(input_device(hf)), data.harmful,
+    replies = [r.text for r in generate_replies(
+        Decoder.of_hf(hf, tokenizer), data.harmful,
         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generate_batch_size, seed=cfg.seed)]
     n_sel = ins[3] + ali[3]
     return Measurement(
